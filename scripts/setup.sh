@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what the build and tests need, only what is missing: Debian packages through apt, Python
+# packages into .venv inside the repository (pinned in requirements.txt). Idempotent and quiet when
+# everything is present. Safe to run again at any time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(build-essential cmake ninja-build ccache libgtest-dev python3-venv)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Python venv with the pinned packages; the stamp records which requirements it was built from.
+PYTHON=${RADIAL_BASE_PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.radial-requirements
+if ! cmp -s requirements.txt "$stamp"; then
+  echo "setup: installing Python packages (requirements.txt) into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -r requirements.txt
+  cp requirements.txt "$stamp"
+fi
