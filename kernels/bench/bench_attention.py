@@ -9,7 +9,7 @@ FlexAttention given the same block mask. One command, one run, one table.
     python3 kernels/bench/bench_attention.py --tiny                # CPU smoke test of the script
     python3 kernels/bench/bench_attention.py --list                # cases and a time estimate
 
-Method (see docs/shared performance.md and the device METHOD.md): bf16, batch 1, non-causal,
+Method (shared/performance.md "Measuring", device METHOD.md): bf16, batch 1, non-causal,
 random normal inputs (never zeros), CUDA events around each call, warm-up first, median of the
 timed calls, input sets rotated when they are small enough to sit in L2. The radial op is timed
 once per kernel variant (RADIAL_ATTENTION_KERNEL = sm80 / sm90; a variant that cannot be forced is
@@ -63,8 +63,8 @@ CASES = {
 }
 # CPU smoke-test geometries (--tiny): one ragged, one aligned.
 TINY_CASES = {
-    "tiny_ragged": dict(label="tiny ragged n=600", frames=3, s=200, decay=0.5, sink=True, heads=2, hdim=64),
-    "tiny_aligned": dict(label="tiny aligned n=1024", frames=4, s=256, decay=1.0, sink=False, heads=2, hdim=128),
+    "tiny_ragged": dict(label="tiny ragged n=3600", frames=12, s=300, decay=0.5, sink=True, heads=2, hdim=64),
+    "tiny_aligned": dict(label="tiny aligned n=3200", frames=16, s=200, decay=1.0, sink=False, heads=2, hdim=128),
 }
 # Rough H100 rates (TF/s) for the up-front time estimate only (performance.md anchors).
 EST_RATE = {"cudnn": 600e12, "flash": 350e12, "flex": 400e12, "radial": 400e12}
@@ -143,8 +143,8 @@ def flex_block_mask(tile_mask, n, block, device):
     """BlockMask equal to the tile mask at BLOCK_SIZE = block, for sequence length n.
 
     Kept tiles are passed as *full* blocks (no mask_mod runs on them). When n is not a multiple of
-    block, the kept tiles of the last (ragged) key column are passed as *partial* blocks with
-    mask_mod kv_idx < n, so keys past n are never attended even if the kernel did not bound them.
+    block, the kept tiles of the last (ragged) key column are passed as *partial* blocks, whose
+    mask_mod adds kv_idx < n, so keys past n are never attended even if the kernel did not bound them.
     """
     from torch.nn.attention.flex_attention import BlockMask
 
@@ -163,12 +163,20 @@ def flex_block_mask(tile_mask, n, block, device):
     def to_dev(x):
         return x[None, None].contiguous().to(device)  # [B=1, H=1, ...], broadcast over batch/heads
 
-    mask_mod = None
+    # The mask_mod states the same mask element-wise. The fused (compiled) kernel evaluates it only
+    # on partial blocks, i.e. the ragged last key column; eager FlexAttention ignores the block lists
+    # and evaluates it everywhere, so it must be exact on its own.
+    tiles_dev = m.to(device)
+    blk = int(block)
     if ragged:
         kv_len = int(n)
 
         def mask_mod(b, h, q_idx, kv_idx):  # noqa: ARG001 - flex mask_mod signature
-            return kv_idx < kv_len
+            return tiles_dev[q_idx // blk, kv_idx // blk] & (kv_idx < kv_len)
+    else:
+
+        def mask_mod(b, h, q_idx, kv_idx):  # noqa: ARG001
+            return tiles_dev[q_idx // blk, kv_idx // blk]
 
     return BlockMask.from_kv_blocks(
         to_dev(p_cnt), to_dev(p_idx), to_dev(f_cnt), to_dev(f_idx),
@@ -408,7 +416,7 @@ def flex_fn(block_mask, compiled):
 def run_case(name, case, args, device, variants_ok, baseline_name):
     block = 128
     batch = 1
-    dtype = torch.bfloat16
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # the CPU op is fp32-only
     f, s, h, d = case["frames"], case["s"], case["heads"], case["hdim"]
     n = f * s
     huge = n > HUGE_TOKENS
@@ -428,7 +436,7 @@ def run_case(name, case, args, device, variants_ok, baseline_name):
 
     methods = []  # (method name, fn, layout, is_dense, env)
     for var in VARIANTS:
-        if device.type == "cuda" and var not in variants_ok:
+        if device.type != "cuda" or var not in variants_ok:
             continue
         methods.append((f"radial[{var}]", radial_fn(case, block), "bnhd", False, var))
     if device.type != "cuda":
@@ -584,7 +592,7 @@ def estimate_seconds(names, cases, args, densities):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", default="all", help=f"comma list of case names or 'all': {', '.join(CASES)}")
-    p.add_argument("--reps", type=int, default=10, help="timed calls per method (median); default 10")
+    p.add_argument("--reps", type=int, default=None, help="timed calls per method (median); default 10 (3 with --tiny)")
     p.add_argument("--warmup", type=int, default=3, help="warm-up calls per method (>= 2 always run); default 3")
     p.add_argument("--huge-reps", type=int, default=3, help=f"timed calls when one call takes > {SLOW_CALL_S} s; default 3")
     p.add_argument("--skip-dense-huge", action="store_true", help=f"skip cuDNN/flash SDPA for n > {HUGE_TOKENS}")
@@ -598,6 +606,8 @@ def parse_args(argv=None):
     p.add_argument("--tiny-compile", action="store_true", help="with --tiny: also torch.compile Flex on the CPU")
     p.add_argument("--list", action="store_true", help="print the cases and a time estimate, run nothing")
     args = p.parse_args(argv)
+    if args.reps is None:
+        args.reps = 3 if args.tiny else 10
     if args.reps < 1 or args.warmup < 0 or args.huge_reps < 1 or args.max_sets < 1:
         p.error("--reps, --huge-reps and --max-sets must be >= 1, --warmup >= 0")
     return args
@@ -666,10 +676,21 @@ def main(argv=None):
     t_run = time.perf_counter()
     for i, name in enumerate(names):
         log(f"\n[{i + 1}/{len(names)}] {name}  (elapsed {time.perf_counter() - t_run:.0f} s)")
-        rows += run_case(name, cases[name], args, device, variants_ok, baseline_name)
+        try:
+            rows += run_case(name, cases[name], args, device, variants_ok, baseline_name)
+        except Exception as e:  # noqa: BLE001 - one failing case must not lose the others
+            c = cases[name]
+            msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+            log(f"    case {name} FAILED: {msg}")
+            rows.append({"case": name, "label": c["label"], "n": c["frames"] * c["s"], "heads": c["heads"],
+                         "hdim": c["hdim"], "batch": 1, "density": densities.get(name, float("nan")),
+                         "method": "(case)", "error": msg})
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
     env["run_seconds"] = time.perf_counter() - t_run
 
-    log(f"\nradial attention forward, bf16, batch 1; {env['device']}; torch {env['torch']}; commit {env['commit']}; "
+    log(f"\nradial attention forward, {'bf16' if device.type == 'cuda' else 'fp32 (CPU smoke test)'}, batch 1; {env['device']}; torch {env['torch']}; commit {env['commit']}; "
         f"{env['date']}; x cuDNN vs {baseline_name}")
     log(text_table(rows))
     wrong = [r for r in rows if r.get("wrong")]

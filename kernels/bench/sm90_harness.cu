@@ -448,7 +448,7 @@ Result RunCase(const Case& c, bool timing) {
     CK(cudaEventCreate(&e1));
     for (int i = 0; i < 3; ++i) radial::kernels::LaunchAttentionSm90(p, 0);
     std::vector<float> ts;
-    for (int i = 0; i < 10; ++i) {
+    for (int i = 0; i < 20; ++i) {
       CK(cudaEventRecord(e0));
       radial::kernels::LaunchAttentionSm90(p, 0);
       CK(cudaEventRecord(e1));
@@ -520,6 +520,11 @@ int main(int argc, char** argv) {
   {
     Case c{"dense_n16384_h40_d128", 1, 40, 16384, 128, bf, MaskDense(128)};
     c.sample_rows = 2000, c.time_it = true;
+    cases.push_back(c);
+  }
+  {
+    Case c{"hunyuan_f30_s3840_h24_d128", 1, 24, 30 * 3840, 128, bf, MaskRadial(30, 3840, 0.95, false)};
+    c.sample_rows = 1000, c.time_it = true;
     cases.push_back(c);
   }
   {

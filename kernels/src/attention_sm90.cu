@@ -3,10 +3,12 @@
 //
 // CTA = one 128-row query tile of one (batch, head): 3 warpgroups.
 //   warpgroup 0: producer. One thread loads Q once, then walks the tile row's CSR and issues TMA
-//                loads of exactly the kept K/V tiles into a 2-stage ring (separate K and V barriers).
+//                loads of exactly the kept K/V tiles into a 2- or 3-stage ring (separate K and V barriers).
 //   warpgroups 1, 2: consumers, 64 query rows each. Per kept tile j: issue S_j = Q K_j^T, issue
 //                O += P_{j-1} V_{j-1}, then softmax of S_j overlaps the PV GEMM (FA3-style
 //                intra-warpgroup overlap), rescale O, convert S_j to bf16/fp16 P_j in registers.
+//                The two consumers ping-pong their GEMM issue through named barriers 1 and 2
+//                (RADIAL_SM90_PINGPONG, default on) so one's softmax overlaps the other's GEMMs.
 // Shared memory tiles are [128 rows][64 cols] boxes with the 128-byte swizzle (two boxes for
 // head_dim 128); Q and K are K-major wgmma operands, V is an MN-major (transposed) B operand.
 // Grid: one CTA per (batch*head, tile row); tile rows of a head are visited longest-first
@@ -38,6 +40,11 @@ constexpr int kBoxBytes = kTile * kBoxCols * 2;
 #define RADIAL_SM90_PINGPONG 1
 #endif
 constexpr bool kPingpongDefault = RADIAL_SM90_PINGPONG != 0;
+#ifndef RADIAL_SM90_STAGES
+#define RADIAL_SM90_STAGES 2
+#endif
+constexpr int kStages = RADIAL_SM90_STAGES;  // K/V ring depth (2 or 3; 3 x 64 KB + Q fits in 227 KB)
+static_assert(kStages == 2 || kStages == 3, "RADIAL_SM90_STAGES must be 2 or 3");
 
 struct Sm90Args {
   void* o;
@@ -53,10 +60,11 @@ struct Sm90Args {
 template <int kD>
 struct Smem {
   static constexpr int kTileBytes = (kD / kBoxCols) * kBoxBytes;
-  static constexpr int kK = kTileBytes;                  // after Q; 2 stages
-  static constexpr int kV = kK + 2 * kTileBytes;         // 2 stages
-  static constexpr int kBar = kV + 2 * kTileBytes;       // 9 mbarriers
+  static constexpr int kK = kTileBytes;                  // after Q; kStages stages
+  static constexpr int kV = kK + kStages * kTileBytes;   // kStages stages
+  static constexpr int kBar = kV + kStages * kTileBytes; // 1 + 4 * kStages mbarriers (<= 104 bytes)
   static constexpr int kBytes = kBar + 128 + 1024;       // + slack to align the base to 1024
+  static_assert(kBytes <= 227 * 1024, "shared memory over the sm_90 per-block limit");
 };
 
 #ifdef RADIAL_SM90_DEVICE
@@ -309,9 +317,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   auto s_k = [&](int st) { return base + L::kK + st * L::kTileBytes; };
   auto s_v = [&](int st) { return base + L::kV + st * L::kTileBytes; };
   auto full_k = [&](int st) { return bar_q + 8 + 8 * st; };
-  auto full_v = [&](int st) { return bar_q + 24 + 8 * st; };
-  auto empty_k = [&](int st) { return bar_q + 40 + 8 * st; };
-  auto empty_v = [&](int st) { return bar_q + 56 + 8 * st; };
+  auto full_v = [&](int st) { return bar_q + 8 + 8 * kStages + 8 * st; };
+  auto empty_k = [&](int st) { return bar_q + 8 + 16 * kStages + 8 * st; };
+  auto empty_v = [&](int st) { return bar_q + 8 + 24 * kStages + 8 * st; };
 
   const int tiles = args.tiles;
   const int bh = blockIdx.x / tiles;
@@ -324,7 +332,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (threadIdx.x == 0) {
     MbarInit(bar_q, 1);
 #pragma unroll
-    for (int st = 0; st < 2; ++st) {
+    for (int st = 0; st < kStages; ++st) {
       MbarInit(full_k(st), 1);
       MbarInit(full_v(st), 1);
       MbarInit(empty_k(st), 8);  // lane 0 of each of the 8 consumer warps
@@ -346,8 +354,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       for (int j = 0; j < cnt; ++j) {
         const int c = __ldg(args.col_ids + beg + j);
-        const int st = j & 1;
-        const uint32_t ph = ((j >> 1) & 1) ^ 1;
+        const int st = j % kStages;
+        const uint32_t ph = ((j / kStages) & 1) ^ 1;
         MbarWait(empty_k(st), ph);
         MbarExpectTx(full_k(st), L::kTileBytes);
 #pragma unroll
@@ -487,10 +495,22 @@ __global__ void __launch_bounds__(kThreads, 1)
     // warpgroup 1 opens warpgroup 0's first round and skips its own last arrive, so every
     // barrier phase completes.
     auto turn_wait = [&]() {
-      if constexpr (kPingpong) asm volatile("bar.sync %0, 256;\n" ::"r"(1 + cwg) : "memory");
+      if constexpr (kPingpong) {
+        if (cwg == 0) {
+          asm volatile("bar.sync 1, 256;\n" ::: "memory");
+        } else {
+          asm volatile("bar.sync 2, 256;\n" ::: "memory");
+        }
+      }
     };
     auto turn_pass = [&]() {
-      if constexpr (kPingpong) asm volatile("bar.arrive %0, 256;\n" ::"r"(2 - cwg) : "memory");
+      if constexpr (kPingpong) {
+        if (cwg == 0) {
+          asm volatile("bar.arrive 2, 256;\n" ::: "memory");
+        } else {
+          asm volatile("bar.arrive 1, 256;\n" ::: "memory");
+        }
+      }
     };
     if constexpr (kPingpong) {
       if (cwg == 1) turn_pass();
@@ -514,10 +534,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     convert_p();
 
     for (int j = 1; j < cnt; ++j) {
-      const int st = j & 1;
-      const int sp = st ^ 1;
-      MbarWait(full_k(st), (j >> 1) & 1);
-      MbarWait(full_v(sp), ((j - 1) >> 1) & 1);
+      const int st = j % kStages;
+      const int sp = (j - 1) % kStages;
+      MbarWait(full_k(st), (j / kStages) & 1);
+      MbarWait(full_v(sp), ((j - 1) / kStages) & 1);
       turn_wait();
       issue_qk(st);                               // S_j = Q K_j^T
       issue_pv(sp);                               // O += P_{j-1} V_{j-1}
@@ -541,8 +561,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       convert_p();
     }
     {
-      const int sl = (cnt - 1) & 1;
-      MbarWait(full_v(sl), ((cnt - 1) >> 1) & 1);
+      const int sl = (cnt - 1) % kStages;
+      MbarWait(full_v(sl), ((cnt - 1) / kStages) & 1);
       turn_wait();
       issue_pv(sl);
       if (cwg == 0) turn_pass();

@@ -55,11 +55,11 @@ OPS = torch.ops.radial
 ENV_KERNEL = "RADIAL_ATTENTION_KERNEL"
 
 # Relative-norm error bounds against the float64 reference.
-REL_TOL = {torch.bfloat16: 1e-2, torch.float16: 3e-3}
+REL_TOL = {torch.bfloat16: 1e-2, torch.float16: 3e-3, torch.float32: 1e-5}
 # Ours may be at most this many times the error of torch's SDPA (same dtype) vs float64 ...
 BASELINE_FACTOR = 2.0
 # ... plus this slack, so a baseline that happens to be very exact does not fail us on noise.
-BASELINE_SLACK = {torch.bfloat16: 5e-4, torch.float16: 1e-4}
+BASELINE_SLACK = {torch.bfloat16: 5e-4, torch.float16: 1e-4, torch.float32: 1e-6}
 LSE_ABS_TOL = 1e-2
 # float64 reference works on at most this many score bytes at once.
 REF_SCORE_BYTES = 1 << 30
@@ -255,7 +255,9 @@ CASES = [
     ("dense_aligned_h40", 2, 384, 40, 128, 1.0, True, True, 1.0),
 ]
 CASE_IDS = [c[0] for c in CASES]
-DTYPES = [torch.bfloat16, torch.float16]
+# the CPU self-check mode uses fp32, the only dtype of the CPU reference kernel
+DTYPES = [torch.float32] if DEVICE.type == "cpu" else [torch.bfloat16, torch.float16]
+DTYPE_IDS = [str(d).replace("torch.", "") for d in DTYPES]
 HDIMS = [64, 128]
 BATCH = 2
 
@@ -335,7 +337,7 @@ def test_block_mask_density_anchor():
 
 
 @pytest.mark.parametrize("hdim", HDIMS)
-@pytest.mark.parametrize("dtype", DTYPES, ids=["bf16", "fp16"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_attention_matches_reference(case, dtype, hdim, variant):
     _check_case(case, dtype, hdim, variant)
@@ -344,9 +346,9 @@ def test_attention_matches_reference(case, dtype, hdim, variant):
 @pytest.mark.parametrize("case", [CASES[3], CASES[9]], ids=[CASES[3][0], CASES[9][0]])
 def test_auto_variant_matches_reference(case, monkeypatch):
     monkeypatch.delenv(ENV_KERNEL, raising=False)
-    _check_case(case, torch.bfloat16, 128, "auto")
+    _check_case(case, DTYPES[0], 128, "auto")
     monkeypatch.setenv(ENV_KERNEL, "auto")
-    _check_case(case, torch.float16, 64, "auto-explicit")
+    _check_case(case, DTYPES[-1], 64, "auto-explicit")
 
 
 def _find_geometry_with_empty_rows():
@@ -412,7 +414,7 @@ def test_repeatable_bitwise(variant):
     """Same inputs twice -> identical bits. A moving result means a race."""
     f, s, decay, sink, block = 12, 500, 0.2, True, 128
     n = f * s
-    q, k, v = make_qkv(BATCH, n, 4, 128, torch.bfloat16, _seed_for("repeat"))
+    q, k, v = make_qkv(BATCH, n, 4, 128, DTYPES[0], _seed_for("repeat"))
     a = call("attention", q, k, v, f, s, decay, sink, block, False)
     b = call("attention", q, k, v, f, s, decay, sink, block, False)
     c, lse_c = call("attention_lse", q, k, v, f, s, decay, sink, block, False)
@@ -426,7 +428,7 @@ def test_repeatable_bitwise(variant):
 def test_noncontiguous_inputs(variant, hdim):
     f, s, decay, sink, block = 5, 200, 0.2, True, 128
     n, h = f * s, 3
-    dtype = torch.bfloat16
+    dtype = DTYPES[0]
     g = torch.Generator(device=DEVICE).manual_seed(_seed_for("noncontig", hdim))
     packed = torch.randn((BATCH, n, 3, h, hdim), generator=g, device=DEVICE).to(dtype)
     q, k, v = packed[:, :, 0], packed[:, :, 1], packed[:, :, 2]
