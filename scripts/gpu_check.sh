@@ -11,7 +11,7 @@ status=0
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
   "$PY" -c "import torch; print('torch', torch.__version__, torch.version.cuda)"
   nvcc --version | tail -1
-  git rev-parse HEAD 2>/dev/null || echo "commit unknown"
+  echo "commit ${RADIAL_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
 } 2>&1 | tee "$OUT/env.txt"
 
 if ! { cmake -S . -B build-gpu -G Ninja -DRADIAL_PYTHON="$PY" -DRADIAL_REQUIRE_GTEST=OFF &&

@@ -93,6 +93,9 @@ def load_library(path):
 
 
 def git_commit():
+    # The GPU machine gets a copy of the working tree without .git: the caller passes the commit.
+    if os.environ.get("RADIAL_COMMIT"):
+        return os.environ["RADIAL_COMMIT"]
     try:
         out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         commit = out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
