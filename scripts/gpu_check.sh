@@ -14,7 +14,13 @@ status=0
   echo "commit ${RADIAL_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
 } 2>&1 | tee "$OUT/env.txt"
 
-if ! { cmake -S . -B build-gpu -G Ninja -DRADIAL_PYTHON="$PY" -DRADIAL_REQUIRE_GTEST=OFF &&
+# The system compilers, whose libstdc++ is the one PyTorch loads: the image's /opt/gcc g++ comes first
+# on PATH and links parts of its own libstdc++ statically into the library, whose uninitialised locale
+# then crashed the first integer formatted into an error message.
+compilers=()
+[ -x /usr/bin/g++ ] && compilers=(-DCMAKE_C_COMPILER=/usr/bin/gcc -DCMAKE_CXX_COMPILER=/usr/bin/g++
+                                  -DCMAKE_CUDA_HOST_COMPILER=/usr/bin/g++)
+if ! { cmake -S . -B build-gpu -G Ninja -DRADIAL_PYTHON="$PY" -DRADIAL_REQUIRE_GTEST=OFF "${compilers[@]}" &&
        cmake --build build-gpu -j "$(nproc)"; } >"$OUT/build.log" 2>&1; then
   tail -40 "$OUT/build.log"; exit 1
 fi

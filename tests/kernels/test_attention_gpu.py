@@ -160,7 +160,7 @@ def sdpa_baseline_err(q, k, v, tmask, empty, ref, dense):
                 o = F.scaled_dot_product_attention(qt, kt, vt)
             else:
                 o = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=tmask)
-    except RuntimeError:
+    except Exception:  # noqa: BLE001 - no fused kernel for this shape: no baseline
         return None
     o = o.transpose(1, 2)  # [b,n,h,d]
     o = torch.where(empty.view(1, -1, 1, 1), torch.zeros_like(o), o)
