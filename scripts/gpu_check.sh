@@ -20,6 +20,7 @@ status=0
 compilers=()
 [ -x /usr/bin/g++ ] && compilers=(-DCMAKE_C_COMPILER=/usr/bin/gcc -DCMAKE_CXX_COMPILER=/usr/bin/g++
                                   -DCMAKE_CUDA_HOST_COMPILER=/usr/bin/g++)
+rm -rf build-gpu  # a machine kept warm between calls may hold a build from other compilers
 if ! { cmake -S . -B build-gpu -G Ninja -DRADIAL_PYTHON="$PY" -DRADIAL_REQUIRE_GTEST=OFF "${compilers[@]}" &&
        cmake --build build-gpu -j "$(nproc)"; } >"$OUT/build.log" 2>&1; then
   tail -40 "$OUT/build.log"; exit 1
