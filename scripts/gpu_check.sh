@@ -14,18 +14,19 @@ status=0
   echo "commit ${RADIAL_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
 } 2>&1 | tee "$OUT/env.txt"
 
-# The system compilers, whose libstdc++ is the one PyTorch loads: the image's /opt/gcc g++ comes first
-# on PATH and links parts of its own libstdc++ statically into the library, whose uninitialised locale
-# then crashed the first integer formatted into an error message.
-compilers=()
-[ -x /usr/bin/g++ ] && compilers=(-DCMAKE_C_COMPILER=/usr/bin/gcc -DCMAKE_CXX_COMPILER=/usr/bin/g++
-                                  -DCMAKE_CUDA_HOST_COMPILER=/usr/bin/g++)
+# The system compilers, whose libstdc++ is the one PyTorch loads. The image's /opt/gcc g++ comes first
+# on PATH; as nvcc's host compiler its library folder (libstdc++.a only) lands in CUDA's implicit link
+# directories, and parts of a static libstdc++ end up in libradial_ops.so, whose uninitialised locale
+# then crashed the first integer formatted into an error message. CUDAHOSTCXX reaches CMake's CUDA
+# detection (check_language), which a -D flag does not.
+if [ -x /usr/bin/g++ ]; then export CC=/usr/bin/gcc CXX=/usr/bin/g++ CUDAHOSTCXX=/usr/bin/g++; fi
 rm -rf build-gpu  # a machine kept warm between calls may hold a build from other compilers
-if ! { cmake -S . -B build-gpu -G Ninja -DRADIAL_PYTHON="$PY" -DRADIAL_REQUIRE_GTEST=OFF "${compilers[@]}" &&
+if ! { cmake -S . -B build-gpu -G Ninja -DRADIAL_PYTHON="$PY" -DRADIAL_REQUIRE_GTEST=OFF &&
        cmake --build build-gpu -j "$(nproc)"; } >"$OUT/build.log" 2>&1; then
   tail -40 "$OUT/build.log"; exit 1
 fi
 export RADIAL_OPS_LIBRARY=$PWD/build-gpu/kernels/libradial_ops.so
+echo "libstdc++ pieces linked statically into libradial_ops.so (must be 0): $(nm -C --defined-only build-gpu/kernels/libradial_ops.so | grep -c 'codecvt_c16\|locale_init')" | tee -a "$OUT/env.txt"
 cuobjdump --dump-sass build-gpu/kernels/libradial_cuda_kernels.a 2>/dev/null | grep -c HGMMA | sed 's/^/HGMMA instructions in sass: /' | tee -a "$OUT/env.txt"
 
 if [ -z "${SKIP_TESTS:-}" ]; then
