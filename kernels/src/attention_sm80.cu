@@ -12,6 +12,7 @@
 #include <string>
 
 #include "attention_kernels.h"
+#include "ptx_common.cuh"
 
 namespace radial::kernels {
 namespace {
@@ -23,10 +24,6 @@ struct ElementTraits;
 
 template <>
 struct ElementTraits<__nv_bfloat16> {
-  static __device__ uint32_t Pack(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<uint32_t*>(&v);
-  }
   static __device__ void Mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -38,10 +35,6 @@ struct ElementTraits<__nv_bfloat16> {
 
 template <>
 struct ElementTraits<__half> {
-  static __device__ uint32_t Pack(float lo, float hi) {
-    __half2 v = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<uint32_t*>(&v);
-  }
   static __device__ void Mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -50,10 +43,6 @@ struct ElementTraits<__half> {
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
 };
-
-__device__ __forceinline__ uint32_t SharedAddress(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
 
 // 16-byte async copy; src_bytes = 0 writes zeros (rows past the sequence end).
 __device__ __forceinline__ void CopyAsync16(uint32_t dst, const void* src, int src_bytes) {
@@ -74,12 +63,6 @@ __device__ __forceinline__ void LoadMatrixX4Trans(uint32_t (&r)[4], uint32_t add
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(address));
-}
-
-__device__ __forceinline__ float Exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
 }
 
 // Element offset of (row, 16-byte chunk) in a swizzled [rows x kHeadDim] shared tile.
@@ -254,8 +237,8 @@ __global__ void __launch_bounds__(kBlock * 2) RadialAttentionSm80Kernel(const At
         row_sum[0] += pr[half][0] + pr[half][1];
         row_sum[1] += pr[half][2] + pr[half][3];
       }
-      const uint32_t a[4] = {Traits::Pack(pr[0][0], pr[0][1]), Traits::Pack(pr[0][2], pr[0][3]),
-                             Traits::Pack(pr[1][0], pr[1][1]), Traits::Pack(pr[1][2], pr[1][3])};
+      const uint32_t a[4] = {PackPair<Element>(pr[0][0], pr[0][1]), PackPair<Element>(pr[0][2], pr[0][3]),
+                             PackPair<Element>(pr[1][0], pr[1][1]), PackPair<Element>(pr[1][2], pr[1][3])};
 #pragma unroll
       for (int j = 0; j < kDimTiles; j += 2) {
         uint32_t b[4];
@@ -283,7 +266,7 @@ __global__ void __launch_bounds__(kBlock * 2) RadialAttentionSm80Kernel(const At
     Element* out_row = o_base + static_cast<int64_t>(token) * p.o_token_stride;
 #pragma unroll
     for (int j = 0; j < kDimTiles; ++j) {
-      const uint32_t packed = Traits::Pack(acc_o[j][2 * r] * inv, acc_o[j][2 * r + 1] * inv);
+      const uint32_t packed = PackPair<Element>(acc_o[j][2 * r] * inv, acc_o[j][2 * r + 1] * inv);
       *reinterpret_cast<uint32_t*>(out_row + j * 8 + quad * 2) = packed;
     }
     if (quad == 0) {
