@@ -5,7 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(build-essential cmake ninja-build ccache libgtest-dev python3-venv)
+APT_PACKAGES=(
+  build-essential cmake ninja-build ccache python3-venv pkg-config
+  libgtest-dev libgmock-dev                                   # tests
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler  # API
+  libspdlog-dev libfmt-dev libsqlite3-dev                     # common, scheduler store
+  libavformat-dev libavcodec-dev libavutil-dev libswscale-dev ffmpeg  # worker encoder, ffprobe in tests
+  libsentencepiece-dev                                        # worker tokenizer
+)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
