@@ -1,0 +1,170 @@
+#include "request_validator.h"
+
+#include <cmath>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace radial::server {
+namespace {
+
+using v1::GenerateRequest;
+using v1::ModelInfo;
+
+// Number of UTF-8 code points in text, or -1 when it is not valid UTF-8.
+int64_t Utf8Length(const std::string& text) {
+  int64_t count = 0;
+  for (size_t i = 0; i < text.size();) {
+    const auto lead = static_cast<unsigned char>(text[i]);
+    size_t width;
+    if (lead < 0x80) {
+      width = 1;
+    } else if ((lead >> 5) == 0x6) {
+      width = 2;
+    } else if ((lead >> 4) == 0xE) {
+      width = 3;
+    } else if ((lead >> 3) == 0x1E) {
+      width = 4;
+    } else {
+      return -1;
+    }
+    if (i + width > text.size()) return -1;
+    for (size_t k = 1; k < width; ++k) {
+      if ((static_cast<unsigned char>(text[i + k]) >> 6) != 0x2) return -1;
+    }
+    i += width;
+    ++count;
+  }
+  return count;
+}
+
+absl::Status Invalid(const std::string& field, const std::string& got, const std::string& expected) {
+  return absl::InvalidArgumentError(absl::StrCat(field, ": got ", got, ", expected ", expected));
+}
+
+absl::Status CheckText(const std::string& field, const std::string& text, uint32_t max_chars, bool required) {
+  const int64_t length = Utf8Length(text);
+  if (length < 0) return Invalid(field, "bytes that are not valid UTF-8", "UTF-8 text");
+  const std::string range = absl::StrCat(required ? 1 : 0, " to ", max_chars, " characters");
+  if (required && length == 0) return Invalid(field, "an empty string", range);
+  if (length > max_chars) return Invalid(field, absl::StrCat(length, " characters"), range);
+  return absl::OkStatus();
+}
+
+// value 0 takes the default; otherwise it must lie in range and be a multiple of `multiple`.
+absl::Status ResolveSize(const std::string& field, uint32_t& value, uint32_t fallback, const v1::Range& range,
+                         uint32_t multiple) {
+  if (value == 0) value = fallback;
+  if (value < range.min() || value > range.max() || (multiple > 1 && value % multiple != 0)) {
+    return Invalid(field, absl::StrCat(value),
+                   absl::StrCat(multiple > 1 ? absl::StrCat("a multiple of ", multiple, " in ") : "", "[",
+                                range.min(), ", ", range.max(), "]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ResolveRadial(GenerateRequest& request, const ModelInfo& model) {
+  v1::RadialOptions& radial = *request.mutable_radial();
+  const v1::RadialOptions& fallback = model.defaults().radial();
+  if (!radial.has_decay()) radial.set_decay(fallback.decay());
+  if (!radial.has_sink()) radial.set_sink(fallback.sink());
+  if (!radial.has_block()) radial.set_block(fallback.block());
+  if (!radial.has_dense_layers()) radial.set_dense_layers(fallback.dense_layers());
+  if (!radial.has_dense_steps()) radial.set_dense_steps(std::min(fallback.dense_steps(), request.steps()));
+  if (!radial.has_dense_last_steps()) {
+    radial.set_dense_last_steps(std::min(fallback.dense_last_steps(), request.steps()));
+  }
+  if (!radial.has_dense()) radial.set_dense(fallback.dense());
+  if (!std::isfinite(radial.decay()) || radial.decay() <= 0.0f || radial.decay() > kMaxDecay) {
+    return Invalid("radial.decay", absl::StrCat(radial.decay()), absl::StrCat("a value in (0, ", kMaxDecay, "]"));
+  }
+  if (radial.block() != 64 && radial.block() != 128) {
+    return Invalid("radial.block", absl::StrCat(radial.block()), "64 or 128");
+  }
+  if (radial.dense_layers() > model.layers()) {
+    return Invalid("radial.dense_layers", absl::StrCat(radial.dense_layers()),
+                   absl::StrCat("0 to ", model.layers(), " (the model's layers)"));
+  }
+  for (const auto& [field, value] : {std::pair{"radial.dense_steps", radial.dense_steps()},
+                                     std::pair{"radial.dense_last_steps", radial.dense_last_steps()}}) {
+    if (value > request.steps()) {
+      return Invalid(field, absl::StrCat(value), absl::StrCat("0 to ", request.steps(), " (steps)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<GenerateRequest> ResolveRequest(const GenerateRequest& request, const std::vector<ModelInfo>& models,
+                                               const std::string& default_model, uint64_t seed_if_unset) {
+  GenerateRequest resolved = request;
+  if (resolved.model().empty()) resolved.set_model(default_model);
+  const ModelInfo* model = nullptr;
+  for (const ModelInfo& candidate : models) {
+    if (candidate.name() == resolved.model()) model = &candidate;
+  }
+  if (model == nullptr) {
+    std::vector<std::string> names;
+    for (const ModelInfo& candidate : models) names.push_back(candidate.name());
+    return absl::NotFoundError(absl::StrCat("model: got '", resolved.model(), "', expected one of [",
+                                            absl::StrJoin(names, ", "), "]"));
+  }
+  const GenerateRequest& defaults = model->defaults();
+
+  if (auto status = CheckText("prompt", resolved.prompt(), model->prompt_max_chars(), true); !status.ok()) {
+    return status;
+  }
+  if (resolved.negative_prompt().empty()) resolved.set_negative_prompt(defaults.negative_prompt());
+  if (auto status = CheckText("negative_prompt", resolved.negative_prompt(), model->prompt_max_chars(), false);
+      !status.ok()) {
+    return status;
+  }
+
+  uint32_t width = resolved.width(), height = resolved.height(), steps = resolved.steps();
+  if (auto status = ResolveSize("width", width, defaults.width(), model->width(), model->size_multiple());
+      !status.ok()) {
+    return status;
+  }
+  if (auto status = ResolveSize("height", height, defaults.height(), model->height(), model->size_multiple());
+      !status.ok()) {
+    return status;
+  }
+  if (auto status = ResolveSize("steps", steps, defaults.steps(), model->steps(), 1); !status.ok()) return status;
+  resolved.set_width(width);
+  resolved.set_height(height);
+  resolved.set_steps(steps);
+
+  uint32_t frames = resolved.frames() == 0 ? defaults.frames() : resolved.frames();
+  const uint32_t step = std::max<uint32_t>(1, model->frame_step());
+  if (frames < model->frames().min() || frames > model->frames().max() || (frames - 1) % step != 0) {
+    return Invalid("frames", absl::StrCat(frames),
+                   absl::StrCat(step > 1 ? absl::StrCat(step, "k+1 ") : "", "in [", model->frames().min(), ", ",
+                                model->frames().max(), "]"));
+  }
+  resolved.set_frames(frames);
+
+  if (resolved.fps() == 0) resolved.set_fps(defaults.fps());
+  if (resolved.fps() < 1 || resolved.fps() > kMaxFps) {
+    return Invalid("fps", absl::StrCat(resolved.fps()), absl::StrCat("[1, ", kMaxFps, "]"));
+  }
+
+  if (!resolved.has_guidance()) resolved.set_guidance(defaults.guidance());
+  if (!std::isfinite(resolved.guidance()) || resolved.guidance() < 0.0f ||
+      resolved.guidance() > model->guidance_max()) {
+    return Invalid("guidance", absl::StrCat(resolved.guidance()),
+                   absl::StrCat("a finite value in [0, ", model->guidance_max(), "]"));
+  }
+
+  if (!resolved.has_seed()) resolved.set_seed(seed_if_unset);
+  if (resolved.priority() < kMinPriority || resolved.priority() > kMaxPriority) {
+    return Invalid("priority", absl::StrCat(resolved.priority()),
+                   absl::StrCat("[", kMinPriority, ", ", kMaxPriority, "]"));
+  }
+  if (auto status = ResolveRadial(resolved, *model); !status.ok()) return status;
+  return resolved;
+}
+
+}  // namespace radial::server
