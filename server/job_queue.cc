@@ -4,8 +4,8 @@
 
 namespace radial::server {
 
-bool JobQueue::Push(const std::string& job_id, int32_t priority, uint64_t sequence) {
-  if (full() || entries_.count(job_id) != 0) return false;
+bool JobQueue::Push(const std::string& job_id, int32_t priority, uint64_t sequence, bool over_capacity) {
+  if ((full() && !over_capacity) || entries_.count(job_id) != 0) return false;
   Entry entry{priority, sequence, job_id};
   order_.insert(entry);
   entries_.emplace(job_id, std::move(entry));

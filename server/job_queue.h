@@ -22,7 +22,9 @@ class JobQueue {
 
   // Adds a job; false when the queue is full or the id is queued already. `sequence` orders equal
   // priorities (lower first): a requeued job keeps its original sequence and so its place.
-  bool Push(const std::string& job_id, int32_t priority, uint64_t sequence);
+  // over_capacity admits a job into a full queue: for jobs already accepted once (requeued after a
+  // lost worker, reloaded from the store), which must never be dropped.
+  bool Push(const std::string& job_id, int32_t priority, uint64_t sequence, bool over_capacity = false);
   // Removes a queued job; false when it is not queued.
   bool Remove(const std::string& job_id);
   // Jobs ahead of job_id, or nullopt when it is not queued.

@@ -33,6 +33,8 @@ TEST(JobQueueTest, BoundedAndUnique) {
   EXPECT_TRUE(queue.full());
   EXPECT_FALSE(queue.Push("c", 10, 4)) << "a full queue takes nothing, whatever the priority";
   EXPECT_EQ(queue.size(), 2u);
+  EXPECT_TRUE(queue.Push("requeued", 0, 0, /*over_capacity=*/true)) << "accepted work is never dropped";
+  EXPECT_EQ(queue.Position("requeued"), 0u);
 }
 
 TEST(JobQueueTest, RemoveAndPositionOfMissing) {

@@ -5,6 +5,7 @@
 // failing sink end the encode with a status instead of a crash.
 #include "worker/encoder/fmp4_encoder.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -163,7 +165,9 @@ TEST_F(Fmp4EncoderTest, StreamsInitThenFragmentsInBoundedContiguousChunks) {
   ASSERT_GE(boxes->size(), 2u);
   EXPECT_EQ(init_bytes, (*boxes)[0].size + (*boxes)[1].size);
   for (const Mp4Box& box : *boxes) {
-    if (box.type == "moof") EXPECT_TRUE(chunk_starts.count(box.offset)) << box.offset;
+    if (box.type == "moof") {
+      EXPECT_TRUE(chunk_starts.count(box.offset)) << "moof at " << box.offset;
+    }
   }
 }
 
@@ -177,6 +181,7 @@ TEST_F(Fmp4EncoderTest, LibavformatReadsH264WithFrameCountSizeAndRate) {
   EXPECT_EQ(probe->height, 128);
   EXPECT_EQ(probe->packet_keyframes.size(), 17u);
   EXPECT_EQ(probe->frames_decoded, 17);
+  EXPECT_EQ(probe->first_pts_seconds, 0.0) << "the first frame must be shown at time 0";
   EXPECT_EQ(probe->frame_rate_numerator, 16 * probe->frame_rate_denominator)
       << probe->frame_rate_numerator << "/" << probe->frame_rate_denominator;
   // Keyframes exactly at GOP starts, the start of each fragment.
@@ -200,7 +205,8 @@ TEST_F(Fmp4EncoderTest, FfprobeCountsFramesWhenInstalled) {
   }
   const std::string command = ffprobe +
                               " -v error -count_frames -select_streams v:0 -show_entries "
-                              "stream=codec_name,width,height,r_frame_rate,nb_read_frames "
+                              "stream=codec_name,width,height,r_frame_rate,nb_read_frames,"
+                              "start_time "
                               "-of default=noprint_wrappers=1 '" + path + "'";
   FILE* pipe = popen(command.c_str(), "r");
   ASSERT_NE(pipe, nullptr);
@@ -219,6 +225,7 @@ TEST_F(Fmp4EncoderTest, FfprobeCountsFramesWhenInstalled) {
   EXPECT_EQ(fields["height"], "128");
   EXPECT_EQ(fields["r_frame_rate"], "16/1");
   EXPECT_EQ(fields["nb_read_frames"], "17");
+  EXPECT_EQ(fields["start_time"], "0.000000");
 }
 
 TEST_F(Fmp4EncoderTest, SendsEachFragmentBeforeFinish) {
@@ -236,11 +243,13 @@ TEST_F(Fmp4EncoderTest, SendsEachFragmentBeforeFinish) {
   for (size_t i = 0; i < result.chunks_before_finish; ++i) {
     streamed_before_finish += static_cast<int64_t>(result.chunks[i].bytes.size());
   }
-  int moofs_before_finish = 0;
+  int fragments_before_finish = 0;
   for (const Mp4Box& box : *boxes) {
-    if (box.type == "mdat" && box.offset + box.size <= streamed_before_finish) ++moofs_before_finish;
+    if (box.type == "mdat" && box.offset + box.size <= streamed_before_finish) {
+      ++fragments_before_finish;
+    }
   }
-  EXPECT_GE(moofs_before_finish, 3);
+  EXPECT_GE(fragments_before_finish, 3);
 }
 
 TEST_F(Fmp4EncoderTest, SameFramesAndOptionsGiveIdenticalBytes) {

@@ -157,6 +157,9 @@ absl::StatusOr<Mp4Probe> ProbeMp4(std::string_view bytes) {
     if (err == AVERROR_EOF) break;
     if (err < 0) return AvErrorStatus("av_read_frame", err);
     if (packet->stream_index == stream_index) {
+      if (probe.packet_keyframes.empty()) {
+        probe.first_pts_seconds = static_cast<double>(packet->pts) * av_q2d(stream->time_base);
+      }
       probe.packet_keyframes.push_back((packet->flags & AV_PKT_FLAG_KEY) != 0);
       err = avcodec_send_packet(decoding.get(), packet.get());
       av_packet_unref(packet.get());

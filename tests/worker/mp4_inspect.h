@@ -31,6 +31,7 @@ struct Mp4Probe {
   int height = 0;
   int frame_rate_numerator = 0;  // the video stream's average frame rate
   int frame_rate_denominator = 0;
+  double first_pts_seconds = 0;        // presentation time of the first video packet
   std::vector<bool> packet_keyframes;  // one entry per video packet, in decode order
   int64_t frames_decoded = 0;          // frames the decoder returned, flush included
 };

@@ -51,8 +51,9 @@ std::string AvErrorText(int av_error) {
   return text;
 }
 
-absl::Status AvErrorStatus(std::string_view step, int av_error) {
-  std::string message = absl::StrCat(step, ": ", AvErrorText(av_error), " (AVERROR ", av_error, ")");
+absl::Status AvErrorStatus(absl::string_view step, int av_error) {
+  std::string message =
+      absl::StrCat(step, ": ", AvErrorText(av_error), " (AVERROR ", av_error, ")");
   if (av_error == AVERROR(ENOMEM)) return absl::ResourceExhaustedError(message);
   return absl::InternalError(message);
 }

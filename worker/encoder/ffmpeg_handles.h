@@ -8,9 +8,8 @@
 
 #include <memory>
 #include <string>
-#include <string_view>
-
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 
 extern "C" {
 struct AVCodecContext;
@@ -69,7 +68,7 @@ std::string AvErrorText(int av_error);
 // A status for a failed FFmpeg call: "<step>: <av_strerror text> (AVERROR <code>)". Out of memory
 // maps to RESOURCE_EXHAUSTED, everything else to INTERNAL (bad input is rejected before FFmpeg
 // is called).
-absl::Status AvErrorStatus(std::string_view step, int av_error);
+absl::Status AvErrorStatus(absl::string_view step, int av_error);
 
 }  // namespace radial::worker
 

@@ -27,7 +27,7 @@ extern "C" {
 namespace radial::worker {
 namespace {
 
-constexpr std::array<std::string_view, 9> kX264Presets = {
+constexpr std::array<const char*, 9> kX264Presets = {
     "ultrafast", "superfast", "veryfast", "faster", "fast",
     "medium",    "slow",      "slower",   "veryslow"};
 
@@ -37,16 +37,20 @@ constexpr int kIoBufferBytes = 64 * 1024;
 // Fragmented MP4 that a player can start from the first bytes: an empty moov (init segment), then
 // fragments cut only when we ask (av_write_frame(nullptr)), with offsets relative to each moof as
 // MSE and CMAF players expect, and no mfra index at the end (a stream has no end to seek from).
+// An empty moov is written before any sample exists, so it cannot carry the edit list that would
+// hide B-frame reordering delay; the encoder therefore uses no B-frames (see Open), and the first
+// frame is presented at time 0 in every player.
 constexpr const char* kMovFlags = "frag_custom+empty_moov+default_base_moof+skip_trailer";
 
 int ResolveGopFrames(const EncoderOptions& options) {
   if (options.gop_frames > 0) return options.gop_frames;
   // One second of frames, rounded up.
-  return static_cast<int>((static_cast<int64_t>(options.fps.numerator) + options.fps.denominator - 1) /
-                          options.fps.denominator);
+  const int64_t numerator = options.fps.numerator;
+  const int64_t denominator = options.fps.denominator;
+  return static_cast<int>((numerator + denominator - 1) / denominator);
 }
 
-absl::Status CheckDimension(std::string_view field, int value) {
+absl::Status CheckDimension(absl::string_view field, int value) {
   if (value < kEncoderMinDimension || value > kEncoderMaxDimension || value % 2 != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "EncoderOptions.", field, " must be an even number of pixels in [", kEncoderMinDimension,
@@ -128,7 +132,9 @@ absl::Status Fmp4Encoder::Open() {
         "Fmp4Encoder: this libavcodec was built without the libx264 encoder");
   }
   codec_.reset(avcodec_alloc_context3(x264));
-  if (codec_ == nullptr) return absl::ResourceExhaustedError("avcodec_alloc_context3: out of memory");
+  if (codec_ == nullptr) {
+    return absl::ResourceExhaustedError("avcodec_alloc_context3: out of memory");
+  }
   AVCodecContext* codec = codec_.get();
   codec->width = options_.width;
   codec->height = options_.height;
@@ -138,6 +144,10 @@ absl::Status Fmp4Encoder::Open() {
   codec->gop_size = gop_frames_;
   codec->keyint_min = gop_frames_;
   codec->thread_count = options_.threads;
+  // No B-frames: presentation order = decode order, so the first frame is shown at 0 without an
+  // edit list (see kMovFlags), and each packet can be muxed as soon as x264 returns it. Costs some
+  // bits at equal quality; clips here are short.
+  codec->max_b_frames = 0;
   // MP4 keeps SPS/PPS in the avcC box of the moov, not in the stream.
   codec->flags |= AV_CODEC_FLAG_GLOBAL_HEADER | AV_CODEC_FLAG_BITEXACT;
   // What the RGB -> YUV conversion below produces.
@@ -179,7 +189,8 @@ absl::Status Fmp4Encoder::Open() {
   // Full-range RGB to limited-range BT.709 YUV, matching the tags on the codec above.
   const int* bt709 = sws_getCoefficients(SWS_CS_ITU709);
   if (sws_setColorspaceDetails(converter_.get(), bt709, /*srcRange=*/1, bt709, /*dstRange=*/0,
-                               /*brightness=*/0, /*contrast=*/1 << 16, /*saturation=*/1 << 16) < 0) {
+                               /*brightness=*/0, /*contrast=*/1 << 16,
+                               /*saturation=*/1 << 16) < 0) {
     return absl::InternalError("sws_setColorspaceDetails: BT.709 conversion not supported");
   }
   picture_.reset(av_frame_alloc());
@@ -354,7 +365,7 @@ absl::Status Fmp4Encoder::EmitPending(Chunk::Kind kind, bool last) {
   return absl::OkStatus();
 }
 
-absl::Status Fmp4Encoder::CheckUsable(std::string_view call) const {
+absl::Status Fmp4Encoder::CheckUsable(absl::string_view call) const {
   switch (state_) {
     case State::kOpen:
       return absl::OkStatus();

@@ -15,7 +15,8 @@
 //
 // Determinism: the same frames and options produce the same bytes on the same build of FFmpeg and
 // x264 when `threads` is 1 (bit-exact flags everywhere, no creation time, no version strings from
-// libavformat). With threads = 0 the output depends on the machine's core count.
+// libavformat). With threads = 0 x264 picks its thread count from the machine's cores; the bytes
+// did not change with the thread count in our runs, but x264 does not promise that.
 #ifndef RADIAL_WORKER_ENCODER_FMP4_ENCODER_H_
 #define RADIAL_WORKER_ENCODER_FMP4_ENCODER_H_
 
@@ -27,6 +28,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "worker/encoder/ffmpeg_handles.h"
 
 struct AVStream;
@@ -85,9 +87,9 @@ using ChunkSink = std::function<absl::Status(const Chunk&)>;
 class Fmp4Encoder {
  public:
   // Validates `options`, opens libx264 and the MP4 muxer, and sends the init segment to `sink`
-  // before returning. Errors: INVALID_ARGUMENT for bad options (nothing is sent), FAILED_PRECONDITION
-  // when libavcodec lacks libx264, the sink's status if it fails, INTERNAL/RESOURCE_EXHAUSTED for
-  // FFmpeg failures (the message names the step).
+  // before returning. Errors: INVALID_ARGUMENT for bad options (nothing is sent),
+  // FAILED_PRECONDITION when libavcodec lacks libx264, the sink's status if it fails,
+  // INTERNAL or RESOURCE_EXHAUSTED for FFmpeg failures (the message names the step).
   static absl::StatusOr<std::unique_ptr<Fmp4Encoder>> Create(const EncoderOptions& options,
                                                              ChunkSink sink);
 
@@ -97,9 +99,9 @@ class Fmp4Encoder {
 
   // Encodes one frame of width x height RGB24 pixels (3 bytes per pixel, rows `stride` bytes
   // apart, stride >= 3 * width). The pixels are read during the call only. May send the chunks of
-  // the previous fragment to the sink. Errors: INVALID_ARGUMENT for a null pointer or a short stride
-  // (the encoder stays usable), FAILED_PRECONDITION after Finish or after an earlier failure, the
-  // sink's status, INTERNAL/RESOURCE_EXHAUSTED from FFmpeg (the encoder is then stopped).
+  // the previous fragment to the sink. Errors: INVALID_ARGUMENT for a null pointer or a short
+  // stride (the encoder stays usable); FAILED_PRECONDITION after Finish or an earlier failure;
+  // the sink's status, or INTERNAL/RESOURCE_EXHAUSTED from FFmpeg (the encoder is then stopped).
   absl::Status AddFrame(const uint8_t* rgb24, int64_t stride);
 
   // Drains the encoder, sends the remaining fragment(s) and marks the final chunk `last`.
@@ -125,7 +127,7 @@ class Fmp4Encoder {
   absl::Status FlushFragment(bool last);
   // Sends what the muxer wrote since the last call as chunks of at most max_chunk_bytes.
   absl::Status EmitPending(Chunk::Kind kind, bool last);
-  absl::Status CheckUsable(std::string_view call) const;
+  absl::Status CheckUsable(absl::string_view call) const;
   // Records a failure: the encoder refuses further calls. Returns `status`.
   absl::Status Fail(absl::Status status);
 
