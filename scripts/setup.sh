@@ -11,7 +11,7 @@ APT_PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler  # API
   libspdlog-dev libfmt-dev libsqlite3-dev                     # common, scheduler store
   libavformat-dev libavcodec-dev libavutil-dev libswscale-dev ffmpeg  # worker encoder, ffprobe in tests
-  libsentencepiece-dev                                        # worker tokenizer
+  libsentencepiece-dev nlohmann-json3-dev                     # worker tokenizer, bundle manifest
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

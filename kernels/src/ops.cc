@@ -4,8 +4,11 @@
 
 #include <cmath>
 
+#include <stdexcept>
+
 #include "attention_args.h"
 #include "attention_cpu.h"
+#include "radial/kernels/ops_library.h"
 
 namespace radial::kernels {
 namespace {
@@ -57,6 +60,12 @@ at::Tensor AttentionOp(const at::Tensor& q, const at::Tensor& k, const at::Tenso
 }
 
 }  // namespace
+
+void EnsureOpsRegistered() {
+  if (!c10::Dispatcher::singleton().findSchema({"radial::attention", ""}).has_value()) {
+    throw std::runtime_error("radial ops: torch.ops.radial.attention is not registered");
+  }
+}
 
 TORCH_LIBRARY(radial, m) {
   m.def("block_mask(int frames, int tokens_per_frame, float decay=1.0, bool sink=True, int block=128) -> Tensor",

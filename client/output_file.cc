@@ -1,0 +1,85 @@
+#include "output_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace radial::client {
+namespace {
+
+absl::Status FileError(const char* what, const std::string& path, int error) {
+  return absl::UnavailableError(absl::StrCat("cannot ", what, " ", path, ": ", std::strerror(error)));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<OutputFile>> OutputFile::Open(const std::string& path, uint64_t keep_bytes) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return FileError("open", path, errno);
+  struct stat info {};
+  if (::fstat(fd, &info) != 0) {
+    const int error = errno;
+    ::close(fd);
+    return FileError("stat", path, error);
+  }
+  // A device such as /dev/null is written but never truncated or removed.
+  const bool regular = S_ISREG(info.st_mode);
+  const uint64_t size = regular ? std::min<uint64_t>(keep_bytes, static_cast<uint64_t>(info.st_size)) : 0;
+  if (regular && ::ftruncate(fd, static_cast<off_t>(size)) != 0) {
+    const int error = errno;
+    ::close(fd);
+    return FileError("truncate", path, error);
+  }
+  return std::unique_ptr<OutputFile>(new OutputFile(path, fd, size, regular));
+}
+
+std::optional<uint64_t> OutputFile::ExistingSize(const std::string& path) {
+  struct stat info {};
+  if (::stat(path.c_str(), &info) != 0 || !S_ISREG(info.st_mode)) return std::nullopt;
+  return static_cast<uint64_t>(info.st_size);
+}
+
+OutputFile::~OutputFile() { (void)Close(); }
+
+absl::Status OutputFile::Write(uint64_t offset, std::string_view data) {
+  if (fd_ < 0) return absl::FailedPreconditionError(absl::StrCat("cannot write ", path_, ": closed"));
+  size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t written = ::pwrite(fd_, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
+    if (written < 0) {
+      if (errno == EINTR) continue;
+      return FileError("write", path_, errno);
+    }
+    done += static_cast<size_t>(written);
+  }
+  size_ = std::max<uint64_t>(size_, offset + data.size());
+  return absl::OkStatus();
+}
+
+absl::Status OutputFile::Truncate() {
+  if (fd_ < 0) return absl::FailedPreconditionError(absl::StrCat("cannot truncate ", path_, ": closed"));
+  if (regular_ && ::ftruncate(fd_, 0) != 0) return FileError("truncate", path_, errno);
+  size_ = 0;
+  return absl::OkStatus();
+}
+
+absl::Status OutputFile::Close() {
+  if (fd_ < 0) return absl::OkStatus();
+  const int result = ::close(fd_);
+  fd_ = -1;
+  if (result != 0) return FileError("close", path_, errno);
+  return absl::OkStatus();
+}
+
+void OutputFile::Remove() {
+  (void)Close();
+  if (regular_) ::unlink(path_.c_str());
+}
+
+}  // namespace radial::client

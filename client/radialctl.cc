@@ -1,0 +1,270 @@
+#include "radialctl.h"
+
+#include <grpcpp/grpcpp.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "command_line.h"
+#include "exit_code.h"
+#include "job_follower.h"
+#include "job_format.h"
+#include "output_file.h"
+#include "radial/v1/video_service.grpc.pb.h"
+
+namespace radial::client {
+namespace {
+
+// One invocation's connection to the scheduler.
+class Connection {
+ public:
+  Connection(const Invocation& invocation, const ClientEnvironment& environment)
+      : server_(invocation.server),
+        environment_(environment),
+        channel_(grpc::CreateChannel(server_, grpc::InsecureChannelCredentials())),
+        stub_(v1::VideoService::NewStub(channel_)) {}
+
+  // Waits until the channel is connected or has failed to connect. OK also for a failed channel:
+  // the call that follows then fails at once (calls do not wait for ready) with gRPC's own reason.
+  // DEADLINE_EXCEEDED when the server neither accepts nor refuses within the connect timeout.
+  grpc::Status AwaitConnection() {
+    const auto deadline = std::chrono::system_clock::now() + environment_.connect_timeout;
+    grpc_connectivity_state state = channel_->GetState(/*try_to_connect=*/true);
+    while (state == GRPC_CHANNEL_IDLE || state == GRPC_CHANNEL_CONNECTING) {
+      if (!channel_->WaitForStateChange(state, deadline)) {
+        return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                            absl::StrCat("no connection to ", server_, " within ",
+                                         environment_.connect_timeout.count() / 1000.0, " s"));
+      }
+      state = channel_->GetState(/*try_to_connect=*/true);
+    }
+    return grpc::Status::OK;
+  }
+
+  void SetCallDeadline(grpc::ClientContext& context) const {
+    context.set_deadline(std::chrono::system_clock::now() + environment_.call_timeout);
+  }
+
+  // Prints a failed call as "radialctl: CODE: message" and returns its exit code. When the channel
+  // is not connected the address is named: gRPC's message may not say how to pick another. (A
+  // connected channel means the server itself answered UNAVAILABLE, e.g. no worker yet.)
+  int Report(const grpc::Status& status, std::ostream& err) const {
+    const ExitCode code = ExitCodeForRpc(status.error_code());
+    err << "radialctl: " << DescribeStatus(status.error_code(), status.error_message());
+    if (code == kExitUnreachable && channel_->GetState(/*try_to_connect=*/false) != GRPC_CHANNEL_READY) {
+      err << " (server " << server_ << "; set --server or RADIAL_SERVER)";
+    }
+    err << "\n";
+    return code;
+  }
+
+  v1::VideoService::Stub& stub() { return *stub_; }
+  const std::string& server() const { return server_; }
+
+ private:
+  const std::string server_;
+  const ClientEnvironment& environment_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::VideoService::Stub> stub_;
+};
+
+// For a stream that broke while its job ran on: how to pick it up again.
+void PrintResumeHint(const FollowResult& result, const std::string& path, bool file_kept, std::ostream& err) {
+  if (result.job_id.empty() || result.job_ended) return;
+  err << "radialctl: job " << result.job_id << " may still be running on the server; ";
+  if (!path.empty()) {
+    err << (file_kept ? "resume with: radialctl watch " : "fetch it with: radialctl watch ") << result.job_id << " -o "
+        << path << "\n";
+  } else {
+    err << "follow it with: radialctl watch " << result.job_id << "\n";
+  }
+}
+
+int Generate(const Invocation& invocation, Connection& connection, std::ostream& out, std::ostream& err,
+             const ClientEnvironment& environment) {
+  // The file is opened before the job is submitted so that a bad path costs no job.
+  auto file = OutputFile::Open(invocation.output_path, 0);
+  if (!file.ok()) {
+    err << "radialctl: " << std::string(file.status().message()) << "\n";
+    return kExitLocalError;
+  }
+  FollowResult result;
+  if (grpc::Status ready = connection.AwaitConnection(); !ready.ok()) {
+    result.exit_code = connection.Report(ready, err);
+  } else {
+    grpc::ClientContext context;
+    auto stream = connection.stub().Generate(&context, invocation.request);
+    ProgressDisplay display(err, environment.stderr_is_terminal, environment.now);
+    result = FollowJob(context, *stream, file->get(), display, out, err);
+    if (!result.rpc_status.ok()) connection.Report(result.rpc_status, err);
+  }
+  if (result.exit_code != kExitOk && !invocation.keep_partial) {
+    (*file)->Remove();
+  } else if (auto closed = (*file)->Close(); !closed.ok()) {
+    err << "radialctl: " << std::string(closed.message()) << "\n";
+    if (result.exit_code == kExitOk) result.exit_code = kExitLocalError;
+  }
+  if (result.exit_code != kExitOk) PrintResumeHint(result, invocation.output_path, invocation.keep_partial, err);
+  return result.exit_code;
+}
+
+int Watch(const Invocation& invocation, Connection& connection, std::ostream& out, std::ostream& err,
+          const ClientEnvironment& environment) {
+  uint64_t from_offset = invocation.from_offset.value_or(0);
+  std::unique_ptr<OutputFile> file;
+  if (!invocation.output_path.empty()) {
+    // Resuming: the file holds the first bytes already; ask for the rest.
+    const uint64_t existing = OutputFile::ExistingSize(invocation.output_path).value_or(0);
+    if (!invocation.from_offset) from_offset = existing;
+    if (from_offset > existing) {
+      err << "radialctl: --from-offset: got " << from_offset << ", but " << invocation.output_path << " holds only "
+          << existing << " bytes; the file must hold every byte before the offset\n";
+      return kExitUsage;
+    }
+    auto opened = OutputFile::Open(invocation.output_path, from_offset);
+    if (!opened.ok()) {
+      err << "radialctl: " << std::string(opened.status().message()) << "\n";
+      return kExitLocalError;
+    }
+    file = std::move(*opened);
+  }
+  if (grpc::Status ready = connection.AwaitConnection(); !ready.ok()) return connection.Report(ready, err);
+  grpc::ClientContext context;
+  v1::WatchRequest request;
+  request.set_job_id(invocation.job_id);
+  request.set_from_byte_offset(from_offset);
+  auto stream = connection.stub().Watch(&context, request);
+  ProgressDisplay display(err, environment.stderr_is_terminal, environment.now);
+  display.set_watching(true);
+  FollowResult result = FollowJob(context, *stream, file.get(), display, out, err);
+  if (!result.rpc_status.ok()) connection.Report(result.rpc_status, err);
+  if (file == nullptr) return result.exit_code;
+  // The file is removed only when the job can no longer complete; after a broken stream it stays,
+  // so that the next watch resumes it.
+  const bool job_lost = result.exit_code == kExitJobFailed || result.exit_code == kExitJobCancelled;
+  if (job_lost && !invocation.keep_partial) {
+    file->Remove();
+  } else if (auto closed = file->Close(); !closed.ok()) {
+    err << "radialctl: " << std::string(closed.message()) << "\n";
+    if (result.exit_code == kExitOk) result.exit_code = kExitLocalError;
+  }
+  if (result.exit_code != kExitOk) PrintResumeHint(result, invocation.output_path, true, err);
+  return result.exit_code;
+}
+
+int Submit(const Invocation& invocation, Connection& connection, std::ostream& out, std::ostream& err) {
+  if (grpc::Status ready = connection.AwaitConnection(); !ready.ok()) return connection.Report(ready, err);
+  grpc::ClientContext context;
+  connection.SetCallDeadline(context);
+  v1::Job job;
+  if (grpc::Status status = connection.stub().Submit(&context, invocation.request, &job); !status.ok()) {
+    return connection.Report(status, err);
+  }
+  if (invocation.json) {
+    PrintJson(job, out);
+    return kExitOk;
+  }
+  out << job.id() << "\n";
+  if (invocation.verbose) {
+    out << "  state     " << JobStateName(job.state());
+    if (job.state() == v1::JOB_STATE_QUEUED) out << ", queue position " << job.queue_position();
+    out << "\n  request   " << DescribeRequest(job.request()) << "\n";
+    if (job.request().has_radial()) out << "  radial    " << DescribeRadial(job.request().radial()) << "\n";
+    if (!job.request().negative_prompt().empty()) out << "  negative  " << job.request().negative_prompt() << "\n";
+  }
+  return kExitOk;
+}
+
+int Status(const Invocation& invocation, Connection& connection, std::ostream& out, std::ostream& err) {
+  if (grpc::Status ready = connection.AwaitConnection(); !ready.ok()) return connection.Report(ready, err);
+  grpc::ClientContext context;
+  connection.SetCallDeadline(context);
+  v1::GetJobRequest request;
+  request.set_job_id(invocation.job_id);
+  v1::Job job;
+  if (grpc::Status status = connection.stub().GetJob(&context, request, &job); !status.ok()) {
+    return connection.Report(status, err);
+  }
+  if (invocation.json) {
+    PrintJson(job, out);
+  } else {
+    PrintJob(job, out);
+  }
+  return kExitOk;
+}
+
+int Cancel(const Invocation& invocation, Connection& connection, std::ostream& out, std::ostream& err) {
+  if (grpc::Status ready = connection.AwaitConnection(); !ready.ok()) return connection.Report(ready, err);
+  grpc::ClientContext context;
+  connection.SetCallDeadline(context);
+  v1::CancelJobRequest request;
+  request.set_job_id(invocation.job_id);
+  v1::Job job;
+  if (grpc::Status status = connection.stub().CancelJob(&context, request, &job); !status.ok()) {
+    return connection.Report(status, err);
+  }
+  if (job.state() == v1::JOB_STATE_CANCELLED) {
+    out << "job " << job.id() << " cancelled\n";
+  } else {
+    // A running job stops at its next denoising step; its watchers then see it cancelled.
+    out << "job " << job.id() << " is " << JobStateName(job.state())
+        << ": cancellation requested, it stops within one denoising step\n";
+  }
+  return kExitOk;
+}
+
+int Models(const Invocation& invocation, Connection& connection, std::ostream& out, std::ostream& err) {
+  if (grpc::Status ready = connection.AwaitConnection(); !ready.ok()) return connection.Report(ready, err);
+  grpc::ClientContext context;
+  connection.SetCallDeadline(context);
+  v1::ListModelsResponse response;
+  if (grpc::Status status = connection.stub().ListModels(&context, v1::ListModelsRequest(), &response); !status.ok()) {
+    return connection.Report(status, err);
+  }
+  if (invocation.json) {
+    PrintJson(response, out);
+  } else {
+    PrintModels(response, out);
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+int RunRadialctl(const std::vector<std::string>& args, std::ostream& out, std::ostream& err,
+                 const ClientEnvironment& environment) {
+  auto parsed = ParseCommandLine(args, environment.default_server);
+  if (!parsed.ok()) {
+    err << "radialctl: " << std::string(parsed.status().message()) << "\nrun 'radialctl --help' for usage\n";
+    return kExitUsage;
+  }
+  const Invocation& invocation = *parsed;
+  if (invocation.command == Command::kHelp) {
+    out << UsageText();
+    return kExitOk;
+  }
+  Connection connection(invocation, environment);
+  switch (invocation.command) {
+    case Command::kGenerate: return Generate(invocation, connection, out, err, environment);
+    case Command::kWatch: return Watch(invocation, connection, out, err, environment);
+    case Command::kSubmit: return Submit(invocation, connection, out, err);
+    case Command::kStatus: return Status(invocation, connection, out, err);
+    case Command::kCancel: return Cancel(invocation, connection, out, err);
+    case Command::kModels: return Models(invocation, connection, out, err);
+    case Command::kHelp: break;
+  }
+  return kExitOk;
+}
+
+ClientEnvironment ProcessEnvironment() {
+  ClientEnvironment environment;
+  environment.stderr_is_terminal = ::isatty(STDERR_FILENO) == 1;
+  if (const char* server = std::getenv("RADIAL_SERVER"); server != nullptr && *server != '\0') {
+    environment.default_server = server;
+  }
+  return environment;
+}
+
+}  // namespace radial::client

@@ -1,0 +1,560 @@
+// radialctl against the real scheduler in process on 127.0.0.1: each test runs the client's entry
+// point (what the binary runs) while a fake worker thread, speaking the real WorkerService stream,
+// plays the job. Checks what a user relies on: the file holds exactly the video's bytes, progress is
+// readable, the server's messages reach the user, and the exit codes tell the failures apart.
+#include "radialctl.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <future>
+#include <mutex>
+#include <sstream>
+#include <streambuf>
+#include <thread>
+
+#include "radial/v1/video_service.grpc.pb.h"
+#include "radial/v1/worker_service.grpc.pb.h"
+#include "scheduler_server.h"
+
+namespace radial::client {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr auto kRunTimeout = 15s;
+
+v1::ModelInfo TinyModel() {
+  v1::ModelInfo model;
+  model.set_name("tiny");
+  model.set_architecture("wan2.1");
+  for (v1::Range* range : {model.mutable_width(), model.mutable_height()}) {
+    range->set_min(64);
+    range->set_max(256);
+  }
+  model.set_size_multiple(16);
+  model.mutable_frames()->set_min(1);
+  model.mutable_frames()->set_max(33);
+  model.set_frame_step(4);
+  model.mutable_steps()->set_min(1);
+  model.mutable_steps()->set_max(50);
+  model.set_guidance_max(20);
+  model.set_prompt_max_chars(100);
+  model.set_layers(2);
+  v1::GenerateRequest& defaults = *model.mutable_defaults();
+  defaults.set_width(128);
+  defaults.set_height(128);
+  defaults.set_frames(17);
+  defaults.set_fps(16);
+  defaults.set_steps(3);
+  defaults.set_guidance(5);
+  defaults.mutable_radial()->set_decay(1);
+  defaults.mutable_radial()->set_block(64);
+  return model;
+}
+
+// A string sink that the client thread writes while the test thread reads it.
+class LockedText : public std::streambuf {
+ public:
+  std::string Text() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return text_;
+  }
+  bool Contains(const std::string& part) { return Text().find(part) != std::string::npos; }
+
+ protected:
+  int overflow(int c) override {
+    if (c == traits_type::eof()) return traits_type::not_eof(c);
+    std::lock_guard<std::mutex> lock(mutex_);
+    text_.push_back(static_cast<char>(c));
+    return c;
+  }
+  std::streamsize xsputn(const char* data, std::streamsize size) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    text_.append(data, static_cast<size_t>(size));
+    return size;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::string text_;
+};
+
+// Polls `condition` for up to 10 s.
+bool Eventually(const std::function<bool()>& condition) {
+  for (auto end = std::chrono::steady_clock::now() + 10s; std::chrono::steady_clock::now() < end;) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(5ms);
+  }
+  return condition();
+}
+
+// A worker process as the scheduler sees it: a thread reads the stream and hands each assignment to
+// the test's script, which answers with progress, chunks and done (or nothing, to hold the job).
+class FakeWorker {
+ public:
+  using Script = std::function<void(FakeWorker&, const v1::Assign&)>;
+
+  FakeWorker(const std::shared_ptr<grpc::Channel>& channel, const std::string& id, Script script)
+      : stub_(v1::WorkerService::NewStub(channel)), script_(std::move(script)) {
+    context_.set_deadline(std::chrono::system_clock::now() + 30s);
+    stream_ = stub_->Connect(&context_);
+    v1::WorkerMessage hello;
+    hello.mutable_hello()->set_worker_id(id);
+    hello.mutable_hello()->set_capacity(1);
+    hello.mutable_hello()->set_device("test");
+    *hello.mutable_hello()->add_models() = TinyModel();
+    EXPECT_TRUE(stream_->Write(hello));
+    thread_ = std::thread([this] {
+      v1::SchedulerMessage message;
+      while (stream_->Read(&message)) {
+        if (message.has_assign()) script_(*this, message.assign());
+      }
+    });
+  }
+  ~FakeWorker() {
+    Kill();
+    thread_.join();
+  }
+
+  void Progress(const std::string& job_id, v1::Stage stage, uint32_t step, uint32_t total) {
+    v1::WorkerMessage message;
+    message.mutable_progress()->set_job_id(job_id);
+    message.mutable_progress()->mutable_progress()->set_stage(stage);
+    message.mutable_progress()->mutable_progress()->set_step(step);
+    message.mutable_progress()->mutable_progress()->set_total(total);
+    stream_->Write(message);
+  }
+  void Chunk(const std::string& job_id, uint64_t offset, const std::string& data) {
+    v1::WorkerMessage message;
+    message.mutable_chunk()->set_job_id(job_id);
+    message.mutable_chunk()->mutable_chunk()->set_offset(offset);
+    message.mutable_chunk()->mutable_chunk()->set_data(data);
+    stream_->Write(message);
+  }
+  // The whole video in pieces of `piece` bytes.
+  void Video(const std::string& job_id, const std::string& bytes, size_t piece = 7) {
+    for (size_t offset = 0; offset < bytes.size(); offset += piece) Chunk(job_id, offset, bytes.substr(offset, piece));
+  }
+  void Done(const std::string& job_id) {
+    v1::WorkerMessage message;
+    message.mutable_done()->set_job_id(job_id);
+    message.mutable_done()->mutable_stats()->set_frames(17);
+    message.mutable_done()->mutable_stats()->set_mask_density(0.5);
+    message.mutable_done()->mutable_stats()->set_total_seconds(1.25);
+    stream_->Write(message);
+  }
+  void Failed(const std::string& job_id, int code, const std::string& text) {
+    v1::WorkerMessage message;
+    message.mutable_failed()->set_job_id(job_id);
+    message.mutable_failed()->mutable_error()->set_code(code);
+    message.mutable_failed()->mutable_error()->set_message(text);
+    stream_->Write(message);
+  }
+  // The process dies: the stream breaks without a goodbye.
+  void Kill() { context_.TryCancel(); }
+
+ private:
+  std::unique_ptr<v1::WorkerService::Stub> stub_;
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::WorkerMessage, v1::SchedulerMessage>> stream_;
+  Script script_;
+  std::thread thread_;
+};
+
+const std::string kVideo = "ftyp....moov....moof....mdat-first-fragment moof....mdat-second";
+
+struct RunResult {
+  int code;
+  std::string out;
+  std::string err;
+};
+
+class RadialctlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server::ServerOptions options;
+    options.listen = "127.0.0.1:0";
+    options.scheduler.max_chunk_bytes = 16;  // several chunk events per video
+    auto server = server::SchedulerServer::Start(options);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(*server);
+    address_ = "127.0.0.1:" + std::to_string(server_->port());
+    channel_ = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
+    environment_.default_server = address_;
+    dir_ = std::filesystem::temp_directory_path() / ("radialctl_test_" + std::to_string(::getpid()) + "_" +
+                                                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override {
+    workers_.clear();
+    if (server_) server_->Shutdown(500);
+    std::filesystem::remove_all(dir_);
+  }
+
+  FakeWorker& AddWorker(const std::string& id, FakeWorker::Script script) {
+    workers_.push_back(std::make_unique<FakeWorker>(channel_, id, std::move(script)));
+    const size_t count = workers_.size();
+    EXPECT_TRUE(Eventually([&] { return server_->scheduler().connected_workers() == count; }));
+    return *workers_.back();
+  }
+
+  RunResult Run(const std::vector<std::string>& args) {
+    std::ostringstream out, err;
+    const int code = RunRadialctl(args, out, err, environment_);
+    return {code, out.str(), err.str()};
+  }
+
+  // Runs the client on its own thread (a generate or watch that the worker must answer); `err` is
+  // readable while it runs.
+  std::future<int> Start(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+    return std::async(std::launch::async,
+                      [this, args, &out, &err] { return RunRadialctl(args, out, err, environment_); });
+  }
+
+  std::string Path(const std::string& name) const { return (dir_ / name).string(); }
+
+  static std::string Read(const std::string& path) {
+    std::ifstream file(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(file), {});
+  }
+  static void WriteFile(const std::string& path, const std::string& bytes) {
+    std::ofstream(path, std::ios::binary) << bytes;
+  }
+
+  std::unique_ptr<server::SchedulerServer> server_;
+  std::string address_;
+  std::shared_ptr<grpc::Channel> channel_;
+  ClientEnvironment environment_;
+  std::filesystem::path dir_;
+  std::vector<std::unique_ptr<FakeWorker>> workers_;
+};
+
+// Plays a job: denoising steps 1..3, each sent once the client has shown the previous one (progress
+// updates are coalesced, so a fast worker could skip past a reader), then the video and done.
+FakeWorker::Script PlayVideo(LockedText& client_err, const std::string& video) {
+  return [&client_err, video](FakeWorker& worker, const v1::Assign& assign) {
+    const std::string& id = assign.job_id();
+    for (uint32_t step = 1; step <= 3; ++step) {
+      worker.Progress(id, v1::STAGE_DENOISING, step, 3);
+      Eventually([&] { return client_err.Contains(std::to_string(step) + "/3"); });
+    }
+    worker.Video(id, video);
+    worker.Done(id);
+  };
+}
+
+TEST_F(RadialctlTest, GenerateWritesExactlyTheVideoAndPrintsPlainProgress) {
+  LockedText err_text;
+  std::ostream err(&err_text);
+  AddWorker("w1", PlayVideo(err_text, kVideo));
+  std::ostringstream out;
+  const std::string path = Path("out.mp4");
+  auto run = Start({"generate", "a red fox", "-o", path}, out, err);
+  ASSERT_EQ(run.wait_for(kRunTimeout), std::future_status::ready) << err_text.Text();
+  EXPECT_EQ(run.get(), 0) << err_text.Text();
+  EXPECT_EQ(Read(path), kVideo);
+
+  const std::string progress = err_text.Text();
+  EXPECT_NE(progress.find(" accepted"), std::string::npos) << progress;
+  for (const char* line : {"denoising step 1/3\n", "denoising step 2/3\n", "denoising step 3/3\n"}) {
+    EXPECT_NE(progress.find(line), std::string::npos) << progress;
+  }
+  EXPECT_EQ(progress.find('\r'), std::string::npos) << "no terminal control when stderr is not a terminal";
+  EXPECT_NE(out.str().find("succeeded"), std::string::npos) << out.str();
+  EXPECT_NE(out.str().find(path + ", " + std::to_string(kVideo.size()) + " bytes"), std::string::npos) << out.str();
+  EXPECT_NE(out.str().find("17 frames"), std::string::npos) << out.str();
+  EXPECT_NE(out.str().find("density 0.500"), std::string::npos) << out.str();
+}
+
+TEST_F(RadialctlTest, FlagsBecomeTheRequest) {
+  std::promise<v1::GenerateRequest> seen;
+  AddWorker("w1", [&seen](FakeWorker& worker, const v1::Assign& assign) {
+    seen.set_value(assign.request());
+    worker.Done(assign.job_id());
+  });
+  const RunResult result =
+      Run({"generate", "a red fox", "--frames", "9", "--seed", "7", "--guidance", "4.5", "--sink", "on", "--block=128",
+           "--priority", "-3", "--negative", "-blurry", "--dense-steps", "1", "-o", Path("flags.mp4")});
+  EXPECT_EQ(result.code, 0) << result.err;
+  const v1::GenerateRequest request = seen.get_future().get();
+  EXPECT_EQ(request.prompt(), "a red fox");
+  EXPECT_EQ(request.frames(), 9u);
+  EXPECT_EQ(request.seed(), 7u);
+  EXPECT_FLOAT_EQ(request.guidance(), 4.5f);
+  EXPECT_EQ(request.priority(), -3);
+  EXPECT_EQ(request.negative_prompt(), "-blurry");
+  EXPECT_TRUE(request.radial().sink());
+  EXPECT_EQ(request.radial().block(), 128u);
+  EXPECT_EQ(request.radial().dense_steps(), 1u);
+  EXPECT_EQ(request.width(), 128u) << "unset flags take the model's defaults";
+}
+
+TEST_F(RadialctlTest, TerminalShowsOneRedrawnLineWithBarAndEta) {
+  LockedText err_text;
+  std::ostream err(&err_text);
+  AddWorker("w1", PlayVideo(err_text, kVideo));
+  environment_.stderr_is_terminal = true;
+  std::ostringstream out;
+  auto run = Start({"generate", "a red fox", "-o", Path("tty.mp4")}, out, err);
+  ASSERT_EQ(run.wait_for(kRunTimeout), std::future_status::ready) << err_text.Text();
+  EXPECT_EQ(run.get(), 0) << err_text.Text();
+  const std::string progress = err_text.Text();
+  EXPECT_NE(progress.find("\r\033[K"), std::string::npos) << progress;
+  EXPECT_NE(progress.find("3/3 [########################]"), std::string::npos) << progress;
+  EXPECT_NE(progress.find("ETA "), std::string::npos) << progress;
+  EXPECT_NE(progress.find(std::to_string(kVideo.size()) + " B"), std::string::npos) << progress;
+  EXPECT_EQ(progress.find("denoising step"), std::string::npos) << "no plain lines on a terminal";
+}
+
+TEST_F(RadialctlTest, RestartedJobTruncatesTheFileToTheSecondAttempt) {
+  const std::string first_attempt = "first attempt: a longer video that will be discarded";
+  const std::string second_attempt = "second attempt";
+  AddWorker("w1",
+            [&](FakeWorker& worker, const v1::Assign& assign) { worker.Chunk(assign.job_id(), 0, first_attempt); });
+  LockedText err_text;
+  std::ostream err(&err_text);
+  std::ostringstream out;
+  const std::string path = Path("restart.mp4");
+  auto run = Start({"generate", "a whale", "-o", path}, out, err);
+  // The first attempt's bytes reach the file, then its worker dies.
+  ASSERT_TRUE(Eventually(
+      [&] { return std::filesystem::exists(path) && std::filesystem::file_size(path) == first_attempt.size(); }));
+  workers_.back()->Kill();
+  ASSERT_TRUE(Eventually([&] { return server_->scheduler().connected_workers() == 0; }));
+  FakeWorker second(channel_, "w2", [&](FakeWorker& worker, const v1::Assign& assign) {
+    worker.Chunk(assign.job_id(), 0, second_attempt);
+    worker.Done(assign.job_id());
+  });
+  ASSERT_EQ(run.wait_for(kRunTimeout), std::future_status::ready) << err_text.Text();
+  EXPECT_EQ(run.get(), 0) << err_text.Text();
+  EXPECT_EQ(Read(path), second_attempt);
+  EXPECT_TRUE(err_text.Contains("restarted (attempt 2)")) << err_text.Text();
+  EXPECT_TRUE(err_text.Contains("discarded " + std::to_string(first_attempt.size()) + " bytes")) << err_text.Text();
+}
+
+TEST_F(RadialctlTest, RejectedRequestShowsTheServersMessageAndExits3) {
+  AddWorker("w1", [](FakeWorker&, const v1::Assign&) {});
+  const std::string path = Path("never.mp4");
+  RunResult result = Run({"generate", "x", "--width", "100", "-o", path});
+  EXPECT_EQ(result.code, 3);
+  EXPECT_NE(result.err.find("INVALID_ARGUMENT: width: got 100, expected a multiple of 16 in [64, 256]"),
+            std::string::npos)
+      << result.err;
+  EXPECT_FALSE(std::filesystem::exists(path)) << "no file is left behind for a rejected request";
+
+  result = Run({"submit", "x", "--model", "nope"});
+  EXPECT_EQ(result.code, 3);
+  EXPECT_NE(result.err.find("NOT_FOUND: model: got 'nope'"), std::string::npos) << result.err;
+}
+
+TEST_F(RadialctlTest, UnknownJobIsNotFoundForStatusCancelAndWatch) {
+  for (const char* command : {"status", "cancel", "watch"}) {
+    const RunResult result = Run({command, "0123456789abcdef"});
+    EXPECT_EQ(result.code, 3) << command;
+    EXPECT_NE(result.err.find("NOT_FOUND: job_id: got '0123456789abcdef'"), std::string::npos) << result.err;
+  }
+}
+
+TEST_F(RadialctlTest, FailedJobExits4AndRemovesThePartialFileUnlessKept) {
+  AddWorker("w1", [](FakeWorker& worker, const v1::Assign& assign) {
+    worker.Chunk(assign.job_id(), 0, "partial");
+    worker.Failed(assign.job_id(), 13, "decoder ran out of memory");
+  });
+  const std::string path = Path("failed.mp4");
+  RunResult result = Run({"generate", "x", "-o", path});
+  EXPECT_EQ(result.code, 4);
+  EXPECT_NE(result.err.find("failed: INTERNAL: decoder ran out of memory"), std::string::npos) << result.err;
+  EXPECT_FALSE(std::filesystem::exists(path));
+
+  result = Run({"generate", "x", "-o", path, "--keep-partial"});
+  EXPECT_EQ(result.code, 4);
+  EXPECT_EQ(Read(path), "partial");
+}
+
+TEST_F(RadialctlTest, CancelQueuedJob) {
+  AddWorker("w1", [](FakeWorker&, const v1::Assign&) {});  // holds the first job
+  RunResult first = Run({"submit", "first"});
+  ASSERT_EQ(first.code, 0) << first.err;
+  RunResult second = Run({"submit", "second", "--verbose"});
+  ASSERT_EQ(second.code, 0) << second.err;
+  const std::string id = second.out.substr(0, second.out.find('\n'));
+  EXPECT_NE(second.out.find("queue position 0"), std::string::npos) << second.out;
+  EXPECT_NE(second.out.find("128x128"), std::string::npos) << "the resolved request: " << second.out;
+
+  RunResult cancel = Run({"cancel", id});
+  EXPECT_EQ(cancel.code, 0) << cancel.err;
+  EXPECT_EQ(cancel.out, "job " + id + " cancelled\n");
+  RunResult status = Run({"status", id});
+  EXPECT_EQ(status.code, 0) << status.err;
+  EXPECT_EQ(status.out.rfind("job " + id + " cancelled\n", 0), 0u) << status.out;
+  status = Run({"status", "--json", id});
+  EXPECT_NE(status.out.find("\"state\":\"JOB_STATE_CANCELLED\""), std::string::npos) << status.out;
+  RunResult watch = Run({"watch", id});
+  EXPECT_EQ(watch.code, 5) << watch.err;
+  EXPECT_NE(watch.err.find("was cancelled: CANCELLED"), std::string::npos) << watch.err;
+}
+
+TEST_F(RadialctlTest, WatchResumesAPartialFileWithTheRemainingBytes) {
+  AddWorker("w1", [](FakeWorker& worker, const v1::Assign& assign) {
+    worker.Video(assign.job_id(), kVideo);
+    worker.Done(assign.job_id());
+  });
+  const RunResult submit = Run({"submit", "x"});
+  ASSERT_EQ(submit.code, 0) << submit.err;
+  const std::string id = submit.out.substr(0, submit.out.size() - 1);
+  ASSERT_TRUE(Eventually([&] { return Run({"status", id}).out.find("succeeded") != std::string::npos; }));
+
+  // Default offset: the file's size; the file ends up whole.
+  const std::string resumed = Path("resumed.mp4");
+  WriteFile(resumed, kVideo.substr(0, 10));
+  RunResult watch = Run({"watch", id, "-o", resumed});
+  EXPECT_EQ(watch.code, 0) << watch.err;
+  EXPECT_EQ(Read(resumed), kVideo);
+  EXPECT_NE(watch.out.find(std::to_string(kVideo.size() - 10) + " received now"), std::string::npos) << watch.out;
+  EXPECT_NE(watch.err.find("watching job " + id), std::string::npos) << watch.err;
+
+  // An explicit offset: bytes past it are replaced by the job's.
+  const std::string explicit_offset = Path("explicit.mp4");
+  WriteFile(explicit_offset, kVideo.substr(0, 20) + "garbage that is not the job's");
+  watch = Run({"watch", id, "-o", explicit_offset, "--from-offset", "20"});
+  EXPECT_EQ(watch.code, 0) << watch.err;
+  EXPECT_EQ(Read(explicit_offset), kVideo);
+
+  // An offset past what the file holds would leave a hole.
+  WriteFile(resumed, kVideo.substr(0, 10));
+  watch = Run({"watch", id, "-o", resumed, "--from-offset", "30"});
+  EXPECT_EQ(watch.code, 2);
+  EXPECT_NE(watch.err.find("--from-offset"), std::string::npos) << watch.err;
+
+  // Past the end of the video: the server says so.
+  WriteFile(resumed, kVideo + "extra");
+  watch = Run({"watch", id, "-o", resumed});
+  EXPECT_EQ(watch.code, 3);
+  EXPECT_NE(watch.err.find("INVALID_ARGUMENT: from_byte_offset"), std::string::npos) << watch.err;
+
+  // No file: the job is followed and its bytes counted.
+  watch = Run({"watch", id, "--from-offset", "10"});
+  EXPECT_EQ(watch.code, 0) << watch.err;
+  EXPECT_NE(watch.out.find("received  " + std::to_string(kVideo.size() - 10) + " of the video's " +
+                           std::to_string(kVideo.size()) + " bytes"),
+            std::string::npos)
+      << watch.out;
+}
+
+TEST_F(RadialctlTest, ModelsListsLimitsDefaultsAndWorkers) {
+  AddWorker("w1", [](FakeWorker&, const v1::Assign&) {});
+  RunResult models = Run({"models"});
+  ASSERT_EQ(models.code, 0) << models.err;
+  EXPECT_NE(models.out.find("tiny *"), std::string::npos) << models.out;
+  EXPECT_NE(models.out.find("64-256 /16"), std::string::npos) << models.out;
+  EXPECT_NE(models.out.find("1-33 (4k+1)"), std::string::npos) << models.out;
+  EXPECT_NE(models.out.find("tiny: 17 frames 128x128 at 16 fps, 3 steps, guidance 5"), std::string::npos) << models.out;
+  models = Run({"models", "--json"});
+  ASSERT_EQ(models.code, 0) << models.err;
+  EXPECT_NE(models.out.find("\"name\":\"tiny\""), std::string::npos) << models.out;
+  EXPECT_NE(models.out.find("\"workers\":1"), std::string::npos) << models.out;
+}
+
+// A port on 127.0.0.1 where nothing listens.
+int ClosedPort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t size = sizeof(address);
+  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&address), size), 0);
+  EXPECT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size), 0);
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
+TEST_F(RadialctlTest, UnreachableServerExits6Quickly) {
+  const std::string server = "127.0.0.1:" + std::to_string(ClosedPort());
+  const std::string path = Path("unreachable.mp4");
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"--server", server, "status", "0123456789abcdef"}, {"generate", "x", "-o", path, "--server=" + server}}) {
+    const auto start = std::chrono::steady_clock::now();
+    const RunResult result = Run(args);
+    EXPECT_EQ(result.code, 6) << result.err;
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
+    EXPECT_NE(result.err.find("UNAVAILABLE"), std::string::npos) << result.err;
+    EXPECT_NE(result.err.find(server), std::string::npos) << "names the address tried: " << result.err;
+  }
+  EXPECT_FALSE(std::filesystem::exists(path));
+  // RADIAL_SERVER's role: the default server.
+  environment_.default_server = server;
+  EXPECT_EQ(Run({"models"}).code, 6);
+}
+
+TEST_F(RadialctlTest, SilentServerExits6AfterTheConnectTimeout) {
+  // A socket that listens but never speaks HTTP/2: the connection neither succeeds nor fails.
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t size = sizeof(address);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&address), size), 0);
+  ASSERT_EQ(::listen(fd, 4), 0);
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size), 0);
+  environment_.connect_timeout = 300ms;
+  const auto start = std::chrono::steady_clock::now();
+  const RunResult result = Run({"--server", "127.0.0.1:" + std::to_string(ntohs(address.sin_port)), "models"});
+  ::close(fd);
+  EXPECT_EQ(result.code, 6);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
+  EXPECT_NE(result.err.find("DEADLINE_EXCEEDED: no connection to 127.0.0.1:"), std::string::npos) << result.err;
+}
+
+TEST_F(RadialctlTest, NoWorkerYetIsUnavailableFromTheServerItself) {
+  const RunResult result = Run({"submit", "x"});
+  EXPECT_EQ(result.code, 6);
+  EXPECT_NE(result.err.find("UNAVAILABLE: model: no worker has announced a model yet"), std::string::npos)
+      << result.err;
+  EXPECT_EQ(result.err.find("set --server"), std::string::npos) << "the server was reached: " << result.err;
+}
+
+TEST_F(RadialctlTest, UsageErrorsExit2AndNameTheFlag) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{}, "expected a command"},
+      {{"render", "x"}, "unknown command 'render'"},
+      {{"generate", "-o", "a.mp4"}, "expected one prompt argument"},
+      {{"generate", "a", "b", "-o", "a.mp4"}, "expected one prompt argument"},
+      {{"generate", "x"}, "expected -o PATH"},
+      {{"generate", "x", "-o", "a.mp4", "--widht", "64"}, "unknown flag --widht"},
+      {{"generate", "x", "-o", "a.mp4", "--width", "abc"}, "--width: got 'abc', expected a non-negative integer"},
+      {{"generate", "x", "-o", "a.mp4", "--width", "-64"}, "--width: got '-64'"},
+      {{"generate", "x", "-o", "a.mp4", "--frames", "99999999999"}, "--frames: got '99999999999'"},
+      {{"generate", "x", "-o", "a.mp4", "--guidance", "high"}, "--guidance: got 'high', expected a number"},
+      {{"generate", "x", "-o", "a.mp4", "--sink", "yes"}, "--sink: got 'yes', expected on or off"},
+      {{"generate", "x", "-o", "a.mp4", "--steps"}, "--steps: expected a value"},
+      {{"generate", "x", "-o", "a.mp4", "--dense=1"}, "--dense: takes no value"},
+      {{"status"}, "status: expected one job id"},
+      {{"status", "abc", "--frames", "17"}, "status does not take --frames"},
+      {{"models", "extra"}, "models: takes no arguments"},
+  };
+  for (const Case& c : cases) {
+    const RunResult result = Run(c.args);
+    EXPECT_EQ(result.code, 2) << ::testing::PrintToString(c.args);
+    EXPECT_NE(result.err.find(c.message), std::string::npos) << result.err;
+  }
+  const RunResult help = Run({"--help"});
+  EXPECT_EQ(help.code, 0);
+  EXPECT_NE(help.out.find("usage: radialctl"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace radial::client

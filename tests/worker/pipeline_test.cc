@@ -1,0 +1,207 @@
+// The worker's model runtime on the tiny random-weight bundle written by the exporter (the ctest
+// fixture export_tiny_bundle; path in RADIAL_TEST_BUNDLE).
+#include "pipeline.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "flow_schedule.h"
+#include "model_manifest.h"
+#include "tokenizer.h"
+
+namespace radial::worker {
+namespace {
+
+std::string BundleDir() {
+  const char* dir = std::getenv("RADIAL_TEST_BUNDLE");
+  return dir == nullptr ? "" : dir;
+}
+
+GenerationParams SmallRequest() {
+  GenerationParams params;
+  params.prompt = "a red fox runs through snow";
+  params.negative_prompt = "blurry";
+  params.width = 64;
+  params.height = 64;
+  params.frames = 5;
+  params.steps = 2;
+  params.guidance = 5.0;
+  params.seed = 7;
+  params.decay = 1.0;
+  params.sink = true;
+  params.block = 64;
+  params.dense_layers = 1;
+  params.dense_steps = 1;
+  return params;
+}
+
+struct Collected {
+  std::vector<std::string> frames;
+  std::vector<int64_t> steps;
+};
+
+absl::StatusOr<GenerationReport> Generate(Pipeline& pipeline, const GenerationParams& params, Collected& out,
+                                     std::function<bool()> cancelled = nullptr) {
+  GenerationCallbacks callbacks;
+  callbacks.progress = [&](Stage stage, int64_t step, int64_t) {
+    if (stage == Stage::kDenoising) out.steps.push_back(step);
+  };
+  callbacks.frame = [&](const uint8_t* rgb, int64_t stride) {
+    out.frames.emplace_back(reinterpret_cast<const char*>(rgb), stride * params.height);
+    return absl::OkStatus();
+  };
+  callbacks.cancelled = std::move(cancelled);
+  return pipeline.Generate(params, callbacks);
+}
+
+class PipelineTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    ASSERT_FALSE(BundleDir().empty()) << "RADIAL_TEST_BUNDLE is not set";
+    auto pipeline = Pipeline::Load(BundleDir(), "cpu");
+    ASSERT_TRUE(pipeline.ok()) << pipeline.status();
+    pipeline_ = std::move(*pipeline).release();
+  }
+  static void TearDownTestSuite() { delete pipeline_; }
+  static Pipeline* pipeline_;
+};
+Pipeline* PipelineTest::pipeline_ = nullptr;
+
+TEST(ModelManifestTest, LoadsTheTinyBundle) {
+  const auto manifest = LoadManifest(BundleDir());
+  ASSERT_TRUE(manifest.ok()) << manifest.status();
+  EXPECT_EQ(manifest->name, "wan2.1-tiny");
+  EXPECT_EQ(manifest->architecture, "wan2.1");
+  EXPECT_EQ(manifest->latent_channels, 16);
+  EXPECT_EQ(manifest->temporal_factor, 4);
+  EXPECT_EQ(manifest->spatial_factor, 8);
+  EXPECT_EQ(manifest->frames.multiple, 4);
+  EXPECT_GT(manifest->num_layers, 0);
+}
+
+TEST(ModelManifestTest, MissingOrMalformedKeysAreNamed) {
+  const auto dir = std::filesystem::temp_directory_path() / "radial_manifest_test";
+  std::filesystem::create_directories(dir);
+  std::ifstream source(BundleDir() + "/manifest.json");
+  nlohmann::json manifest = nlohmann::json::parse(source);
+  manifest["dit"].erase("num_layers");
+  std::ofstream(dir / "manifest.json") << manifest.dump();
+  auto loaded = LoadManifest(dir.string());
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(std::string(loaded.status().message()), "manifest.json: dit.num_layers: missing");
+  manifest["dit"]["num_layers"] = "four";
+  std::ofstream(dir / "manifest.json") << manifest.dump();
+  loaded = LoadManifest(dir.string());
+  EXPECT_EQ(std::string(loaded.status().message()), "manifest.json: dit.num_layers: got string, expected an integer");
+  std::ofstream(dir / "manifest.json") << "{not json";
+  EXPECT_EQ(LoadManifest(dir.string()).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(LoadManifest((dir / "nothing").string()).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(TokenizerTest, MatchesThePythonTokenizerOnThePinnedVectors) {
+  const auto manifest = LoadManifest(BundleDir());
+  ASSERT_TRUE(manifest.ok());
+  auto tokenizer = Tokenizer::Load(manifest->Path(manifest->tokenizer_file), manifest->max_length, manifest->pad_id,
+                                   manifest->eos_id);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  std::ifstream file(BundleDir() + "/tokenizer_test_vectors.json");
+  const nlohmann::json vectors = nlohmann::json::parse(file);
+  ASSERT_GE(vectors["cases"].size(), 3u);
+  for (const auto& c : vectors["cases"]) {
+    const auto tokens = (*tokenizer)->Encode(c["prompt"].get<std::string>());
+    ASSERT_TRUE(tokens.ok());
+    EXPECT_EQ(tokens->ids, c["ids"].get<std::vector<int64_t>>()) << c["prompt"];
+    EXPECT_EQ(tokens->mask, c["attention_mask"].get<std::vector<int64_t>>()) << c["prompt"];
+  }
+}
+
+TEST(FlowScheduleTest, FallsFromOneToZeroWarpedTowardNoise) {
+  const std::vector<double> sigmas = FlowSigmas(4, 3.0);
+  ASSERT_EQ(sigmas.size(), 5u);
+  EXPECT_DOUBLE_EQ(sigmas.front(), 1.0);
+  EXPECT_DOUBLE_EQ(sigmas.back(), 0.0);
+  EXPECT_NEAR(sigmas[2], 3.0 * 0.5 / (1.0 + 2.0 * 0.5), 1e-12);  // s = 0.5 -> 0.75
+  for (size_t i = 1; i < sigmas.size(); ++i) EXPECT_LT(sigmas[i], sigmas[i - 1]);
+  const std::vector<double> unshifted = FlowSigmas(4, 1.0);
+  EXPECT_DOUBLE_EQ(unshifted[1], 0.75);
+}
+
+TEST_F(PipelineTest, GeneratesTheRequestedFramesDeterministically) {
+  Collected first, second, other_seed;
+  const auto report = Generate(*pipeline_, SmallRequest(), first);
+  ASSERT_TRUE(report.ok()) << report.status();
+  ASSERT_EQ(first.frames.size(), 5u);
+  EXPECT_EQ(first.frames[0].size(), 64u * 64u * 3u);
+  EXPECT_EQ(first.steps, (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(report->latent_frames, 2);
+  EXPECT_EQ(report->tokens_per_frame, 16);
+  EXPECT_TRUE(report->radial_fell_back) << "16 tokens per frame < block/3: the radial mask would drop rows";
+  EXPECT_EQ(report->mask_density, 1.0);
+  // Noise-like but not constant.
+  const std::string& pixels = first.frames[2];
+  EXPECT_NE(pixels.find_first_not_of(pixels[0]), std::string::npos);
+  ASSERT_TRUE(Generate(*pipeline_, SmallRequest(), second).ok());
+  EXPECT_EQ(first.frames, second.frames) << "same request and seed, same video";
+  GenerationParams params = SmallRequest();
+  params.seed = 8;
+  ASSERT_TRUE(Generate(*pipeline_, params, other_seed).ok());
+  EXPECT_NE(first.frames, other_seed.frames);
+}
+
+TEST_F(PipelineTest, RadialAttentionAtTheDemoGeometry) {
+  GenerationParams params = SmallRequest();
+  params.width = 128;
+  params.height = 128;
+  params.frames = 13;  // 4 latent frames of 64 tokens: one 64-token tile per frame
+  Collected radial, dense;
+  const auto report = Generate(*pipeline_, params, radial);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_FALSE(report->radial_fell_back);
+  EXPECT_EQ(report->tokens_per_frame, 64);
+  EXPECT_GT(report->mask_density, 0.5);
+  EXPECT_LT(report->mask_density, 1.0) << "frames 3 apart are decimated";
+  EXPECT_EQ(radial.frames.size(), 13u);
+  params.dense = true;
+  const auto dense_report = Generate(*pipeline_, params, dense);
+  ASSERT_TRUE(dense_report.ok());
+  EXPECT_EQ(dense_report->mask_density, 1.0);
+  EXPECT_NE(radial.frames, dense.frames) << "the radial mask changes the result";
+}
+
+TEST_F(PipelineTest, CancellationStopsBetweenSteps) {
+  Collected out;
+  std::atomic<int> polls{0};
+  const auto report = Generate(*pipeline_, SmallRequest(), out, [&] { return ++polls > 1; });
+  EXPECT_EQ(report.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(out.steps, std::vector<int64_t>{1}) << "one step ran, then the cancel was seen";
+  EXPECT_TRUE(out.frames.empty());
+}
+
+TEST_F(PipelineTest, RejectsSizesTheModelCannotTake) {
+  Collected out;
+  GenerationParams params = SmallRequest();
+  params.width = 72;
+  EXPECT_EQ(Generate(*pipeline_, params, out).status().code(), absl::StatusCode::kInvalidArgument);
+  params = SmallRequest();
+  params.frames = 6;
+  EXPECT_EQ(Generate(*pipeline_, params, out).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(PipelineTest, AFrameSinkErrorStopsTheGeneration) {
+  GenerationCallbacks callbacks;
+  int frames = 0;
+  callbacks.frame = [&](const uint8_t*, int64_t) {
+    return ++frames == 2 ? absl::DataLossError("client went away") : absl::OkStatus();
+  };
+  const auto report = pipeline_->Generate(SmallRequest(), callbacks);
+  EXPECT_EQ(report.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(frames, 2);
+}
+
+}  // namespace
+}  // namespace radial::worker

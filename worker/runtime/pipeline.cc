@@ -1,0 +1,204 @@
+// The one translation unit of the worker that includes LibTorch.
+#include "pipeline.h"
+
+#include <torch/cuda.h>
+#include <torch/csrc/jit/passes/tensorexpr_fuser.h>
+#include <torch/script.h>
+
+#include <chrono>
+#include <exception>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "flow_schedule.h"
+#include "radial/kernels/block_mask.h"
+#include "radial/kernels/ops_library.h"
+#include "tokenizer.h"
+
+namespace radial::worker {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+torch::Dtype ParseDtype(const std::string& dtype) {
+  if (dtype == "bfloat16") return torch::kBFloat16;
+  if (dtype == "float16") return torch::kFloat16;
+  return torch::kFloat32;
+}
+
+}  // namespace
+
+struct Pipeline::Impl {
+  ModelManifest manifest;
+  torch::Device device{torch::kCPU};
+  torch::Dtype dtype = torch::kFloat32;
+  std::unique_ptr<Tokenizer> tokenizer;
+  torch::jit::script::Module dit, text_encoder, vae;
+
+  // [2 or 1, max_length, text_dim]: prompt first, negative prompt second when guiding.
+  torch::Tensor EncodeText(const GenerationParams& params, bool guided, absl::Status& status) {
+    std::vector<torch::Tensor> ids, masks;
+    for (const std::string* text : {&params.prompt, &params.negative_prompt}) {
+      if (text == &params.negative_prompt && !guided) break;
+      auto tokens = tokenizer->Encode(*text);
+      if (!tokens.ok()) {
+        status = tokens.status();
+        return {};
+      }
+      ids.push_back(torch::tensor(tokens->ids, torch::kLong));
+      masks.push_back(torch::tensor(tokens->mask, torch::kLong));
+    }
+    return text_encoder.forward({torch::stack(ids).to(device), torch::stack(masks).to(device)}).toTensor().to(dtype);
+  }
+};
+
+Pipeline::Pipeline(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Pipeline::~Pipeline() = default;
+
+const ModelManifest& Pipeline::manifest() const { return impl_->manifest; }
+
+std::string Pipeline::device_name() const { return impl_->device.str(); }
+
+absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Load(const std::string& bundle_dir, const std::string& device) {
+  kernels::EnsureOpsRegistered();  // TorchScript's calls to torch.ops.radial.* resolve against it
+  // TorchScript's CPU fuser runs the VAE's fused kernels on one thread (about 5x slower on 2 cores).
+  torch::jit::setTensorExprFuserEnabled(false);
+  auto manifest = LoadManifest(bundle_dir);
+  if (!manifest.ok()) return manifest.status();
+  auto impl = std::make_unique<Impl>();
+  impl->manifest = *std::move(manifest);
+  const ModelManifest& m = impl->manifest;
+  auto tokenizer = Tokenizer::Load(m.Path(m.tokenizer_file), m.max_length, m.pad_id, m.eos_id);
+  if (!tokenizer.ok()) return tokenizer.status();
+  impl->tokenizer = *std::move(tokenizer);
+  try {
+    impl->device = torch::Device(device);
+    if (impl->device.is_cuda() && !torch::cuda::is_available()) {
+      return absl::FailedPreconditionError(absl::StrCat("device: got '", device, "', but no CUDA device is visible"));
+    }
+    impl->dtype = ParseDtype(m.dtype);
+    for (auto [module, file] : {std::pair{&impl->dit, m.dit_file}, std::pair{&impl->text_encoder, m.text_encoder_file},
+                                std::pair{&impl->vae, m.vae_file}}) {
+      *module = torch::jit::load(m.Path(file), impl->device);
+      module->eval();
+    }
+  } catch (const std::exception& error) {
+    return absl::InvalidArgumentError(absl::StrCat("bundle ", bundle_dir, ": cannot load on ", device, ": ",
+                                                   error.what()));
+  }
+  return std::unique_ptr<Pipeline>(new Pipeline(std::move(impl)));
+}
+
+absl::StatusOr<GenerationReport> Pipeline::Generate(const GenerationParams& params,
+                                                    const GenerationCallbacks& callbacks) {
+  const ModelManifest& m = impl_->manifest;
+  const int64_t pixel_multiple = m.spatial_factor * std::max(m.patch_size[1], m.patch_size[2]);
+  if (params.width <= 0 || params.height <= 0 || params.width % pixel_multiple != 0 ||
+      params.height % pixel_multiple != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("width/height: got ", params.width, "x", params.height,
+                                                   ", expected positive multiples of ", pixel_multiple));
+  }
+  if (params.frames < 1 || (params.frames - 1) % m.temporal_factor != 0 || params.steps < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("frames/steps: got ", params.frames, "/", params.steps,
+                                                   ", expected frames = ", m.temporal_factor, "k+1 and steps >= 1"));
+  }
+  GenerationReport report;
+  const int64_t latent_frames = (params.frames - 1) / m.temporal_factor + 1;
+  const int64_t latent_height = params.height / m.spatial_factor, latent_width = params.width / m.spatial_factor;
+  report.latent_frames = latent_frames / m.patch_size[0];
+  report.tokens_per_frame = (latent_height / m.patch_size[1]) * (latent_width / m.patch_size[2]);
+  bool all_dense = params.dense || params.dense_steps >= params.steps;
+  if (!all_dense) {
+    const kernels::MaskGeometry geometry{report.latent_frames, report.tokens_per_frame, params.decay, params.sink,
+                                         params.block};
+    if (const std::string error = kernels::ValidateMaskGeometry(geometry); !error.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("radial: ", error));
+    }
+    const kernels::BlockMask mask = kernels::BuildRadialMask(geometry);
+    bool every_row_attends = true;
+    for (int64_t row = 0; row < mask.tiles && every_row_attends; ++row) {
+      bool any = false;
+      for (int64_t col = 0; col < mask.tiles && !any; ++col) any = mask.at(row, col);
+      every_row_attends = any;
+    }
+    if (every_row_attends) {
+      report.mask_density = mask.density();
+    } else {
+      all_dense = true;
+      report.radial_fell_back = true;
+    }
+  }
+  const bool guided = params.guidance > 1.0;
+  auto progress = [&](Stage stage, int64_t step, int64_t total) {
+    if (callbacks.progress) callbacks.progress(stage, step, total);
+  };
+
+  try {
+    torch::InferenceMode inference;
+    Impl& impl = *impl_;
+    // Text.
+    auto start = Clock::now();
+    progress(Stage::kEncodingText, 0, 0);
+    absl::Status status;
+    const torch::Tensor context = impl.EncodeText(params, guided, status);
+    if (!status.ok()) return status;
+    report.text_encode_seconds = Seconds(start);
+
+    // Denoising: x from seeded noise (drawn on the CPU, so a seed gives the same start on any device).
+    start = Clock::now();
+    auto generator = at::make_generator<at::CPUGeneratorImpl>(params.seed);
+    torch::Tensor latents =
+        at::randn({1, m.latent_channels, latent_frames, latent_height, latent_width}, generator,
+                  torch::TensorOptions().dtype(torch::kFloat32))
+            .to(impl.device);
+    const std::vector<double> sigmas = FlowSigmas(params.steps, m.shift);
+    for (int64_t step = 0; step < params.steps; ++step) {
+      if (callbacks.cancelled && callbacks.cancelled()) return absl::CancelledError("cancelled between denoising steps");
+      const bool dense = all_dense || step < params.dense_steps || step >= params.steps - params.dense_last_steps;
+      const int64_t batch = guided ? 2 : 1;
+      const torch::Tensor model_input = latents.to(impl.dtype).expand({batch, -1, -1, -1, -1});
+      const torch::Tensor timestep =
+          torch::full({batch}, sigmas[step] * static_cast<double>(m.num_train_timesteps),
+                      torch::TensorOptions().dtype(torch::kFloat32).device(impl.device));
+      const torch::Tensor velocity_all =
+          impl.dit
+              .forward({model_input, timestep, context, dense, params.dense_layers, params.decay, params.sink,
+                        params.block})
+              .toTensor()
+              .to(torch::kFloat32);
+      torch::Tensor velocity = velocity_all[0];
+      if (guided) velocity = velocity_all[1] + params.guidance * (velocity_all[0] - velocity_all[1]);
+      latents = latents + (sigmas[step + 1] - sigmas[step]) * velocity.unsqueeze(0);
+      progress(Stage::kDenoising, step + 1, params.steps);
+    }
+    report.denoise_seconds = Seconds(start);
+
+    // Decode to frames in [-1, 1], then RGB24.
+    start = Clock::now();
+    progress(Stage::kDecoding, 0, 0);
+    const torch::Tensor video = impl.vae.forward({latents.to(impl.dtype)}).toTensor();  // [1, 3, T, H, W]
+    const torch::Tensor pixels = ((video[0].to(torch::kFloat32).clamp(-1, 1) + 1) * 127.5)
+                                     .round()
+                                     .to(torch::kUInt8)
+                                     .permute({1, 2, 3, 0})  // [T, H, W, 3]
+                                     .contiguous()
+                                     .to(torch::kCPU);
+    if (pixels.size(0) != params.frames || pixels.size(1) != params.height || pixels.size(2) != params.width) {
+      return absl::InternalError(absl::StrCat("vae: got a ", pixels.size(0), "x", pixels.size(1), "x", pixels.size(2),
+                                              " video, expected ", params.frames, "x", params.height, "x",
+                                              params.width));
+    }
+    const int64_t stride = params.width * 3;
+    for (int64_t frame = 0; frame < pixels.size(0); ++frame) {
+      if (absl::Status sent = callbacks.frame(pixels[frame].data_ptr<uint8_t>(), stride); !sent.ok()) return sent;
+    }
+    report.decode_seconds = Seconds(start);
+  } catch (const std::exception& error) {
+    return absl::InternalError(absl::StrCat("model: ", error.what()));
+  }
+  return report;
+}
+
+}  // namespace radial::worker
