@@ -1,28 +1,38 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, and demonstrates what the product has today: the radial
-# attention operator. (Video generation through the gRPC service arrives with the end-to-end work;
-# this script will then generate out.mp4 with the embedded default model.)
+# Installs what is missing, builds, exports the tiny random-weight Wan2.1 bundle (once), starts
+# radial-scheduler with an embedded CPU worker on a free local port, and generates out.mp4 with
+# radialctl. Random weights: the video is noise-like (docs: README "Real weights").
+# Usage: scripts/demo.sh ["prompt"] [radialctl generate flags...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-scripts/build.sh >/dev/null
-RADIAL_OPS_LIBRARY=${RADIAL_OPS_LIBRARY:-build/kernels/libradial_ops.so} .venv/bin/python - <<'PY'
-import os, time, torch
-torch.ops.load_library(os.environ["RADIAL_OPS_LIBRARY"])
-ops = torch.ops.radial
-print("radial tile masks (B = 128) of the shared doc's geometries:")
-for name, f, s, decay, sink in [("Wan2.1 480x832x81", 21, 1560, 0.2, True),
-                                ("Wan2.1 768x1280x69", 18, 3840, 0.2, True),
-                                ("HunyuanVideo 768x1280x117", 30, 3840, 0.95, False)]:
-    t0 = time.perf_counter(); m = ops.block_mask(f, s, decay, sink); ms = (time.perf_counter() - t0) * 1e3
-    print(f"  {name:27s} {f:3d} frames x {s:4d} tokens: {m.shape[0]}^2 tiles, density {m.float().mean():.4f} "
-          f"(ideal speedup {1 / m.float().mean():.2f}x), built in {ms:.0f} ms")
-f, s, h, d = 9, 256, 4, 64
-q, k, v = (torch.randn(1, f * s, h, d) for _ in range(3))
-t0 = time.perf_counter(); out, lse = ops.attention_lse(q, k, v, f, s, 1.0, True, 64); t_radial = time.perf_counter() - t0
-t0 = time.perf_counter(); dense = ops.attention(q, k, v, f, s, dense=True); t_dense = time.perf_counter() - t0
-m = ops.block_mask(f, s, 1.0, True, 64)
-print(f"CPU reference op, {f} frames x {s} tokens, {h} heads, head_dim {d}, block 64: density {m.float().mean():.3f}, "
-      f"radial {t_radial * 1e3:.0f} ms vs dense {t_dense * 1e3:.0f} ms; "
-      f"relative difference radial vs dense {((out - dense).norm() / dense.norm()).item():.3f}")
-PY
+scripts/build.sh
+BUILD=${RADIAL_BUILD_DIR:-build}
+BUNDLE=$BUILD/bundles/wan2.1-tiny
+if [ ! -f "$BUNDLE/manifest.json" ]; then
+  PYTHONPATH=worker/exporter RADIAL_OPS_LIBRARY=$BUILD/kernels/libradial_ops.so \
+    .venv/bin/python -m radial_export --tiny --out "$BUNDLE"
+fi
+PROMPT=${1:-"a red fox running through fresh snow at dawn"}
+shift || true
+
+LOG=$BUILD/demo-server.log
+rm -f "$BUILD/demo-port"
+"$BUILD/server/radial-scheduler" --listen 127.0.0.1:0 --port-file "$BUILD/demo-port" --embedded-worker "$BUNDLE" >"$LOG" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null || true' EXIT
+PORT=""
+for _ in $(seq 1 100); do  # up to 20 s for the model to load and the worker to announce it
+  PORT=$(cat "$BUILD/demo-port" 2>/dev/null || true)
+  if [ -n "$PORT" ] && grep -q "worker embedded connected" "$LOG"; then break; fi
+  kill -0 $SERVER 2>/dev/null || { cat "$LOG"; echo "demo: radial-scheduler exited" >&2; exit 1; }
+  sleep 0.2
+done
+[ -n "$PORT" ] || { cat "$LOG"; echo "demo: radial-scheduler did not start" >&2; exit 1; }
+
+"$BUILD/client/radialctl" --server "127.0.0.1:$PORT" generate "$PROMPT" -o out.mp4 "$@"
+if command -v ffprobe >/dev/null; then
+  ffprobe -v error -count_frames -show_entries stream=codec_name,width,height,r_frame_rate,nb_read_frames \
+    -of default=noprint_wrappers=1 out.mp4 | tr '\n' ' '
+  echo
+fi

@@ -382,6 +382,7 @@ void Scheduler::Dispatch() {
       record.job.set_state(v1::JOB_STATE_RUNNING);
       record.job.set_started_unix_ms(NowUnixMs());
       record.job.set_attempts(record.job.attempts() + 1);
+      record.job.set_worker_id(worker.id);
       record.worker = link;
       worker.running.insert(*job_id);
       v1::SchedulerMessage message;

@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 
 extern "C" {
+#include <libavutil/log.h>
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
 #include <libavformat/avio.h>
@@ -25,6 +26,8 @@ extern "C" {
 }
 
 namespace radial::worker {
+
+void LimitFfmpegLoggingToErrors() { av_log_set_level(AV_LOG_ERROR); }
 namespace {
 
 constexpr std::array<const char*, 9> kX264Presets = {

@@ -52,6 +52,10 @@ inline constexpr int64_t kEncoderMinChunkBytes = 1024;
 inline constexpr int64_t kEncoderMaxChunkBytesExclusive = int64_t{4} << 20;
 inline constexpr int64_t kEncoderMaxBitrateBps = int64_t{1} << 30;
 
+// FFmpeg logs (x264's statistics among them) go to stderr at level info by default; a service
+// wants errors only there. Process-wide; call once at start.
+void LimitFfmpegLoggingToErrors();
+
 struct EncoderOptions {
   int width = 0;   // pixels, even, in [16, 8192]
   int height = 0;  // pixels, even, in [16, 8192]
