@@ -24,6 +24,7 @@
 #include "radial/v1/video_service.grpc.pb.h"
 #include "radial/v1/worker_service.grpc.pb.h"
 #include "scheduler_server.h"
+#include "tests/server/tiny_model_info.h"
 
 namespace radial::client {
 namespace {
@@ -33,31 +34,8 @@ using namespace std::chrono_literals;
 constexpr auto kRunTimeout = 15s;
 
 v1::ModelInfo TinyModel() {
-  v1::ModelInfo model;
-  model.set_name("tiny");
-  model.set_architecture("wan2.1");
-  for (v1::Range* range : {model.mutable_width(), model.mutable_height()}) {
-    range->set_min(64);
-    range->set_max(256);
-  }
-  model.set_size_multiple(16);
-  model.mutable_frames()->set_min(1);
-  model.mutable_frames()->set_max(33);
-  model.set_frame_step(4);
-  model.mutable_steps()->set_min(1);
-  model.mutable_steps()->set_max(50);
-  model.set_guidance_max(20);
-  model.set_prompt_max_chars(100);
-  model.set_layers(2);
-  v1::GenerateRequest& defaults = *model.mutable_defaults();
-  defaults.set_width(128);
-  defaults.set_height(128);
-  defaults.set_frames(17);
-  defaults.set_fps(16);
-  defaults.set_steps(3);
-  defaults.set_guidance(5);
-  defaults.mutable_radial()->set_decay(1);
-  defaults.mutable_radial()->set_block(64);
+  v1::ModelInfo model = radial::testing::TinyModelInfo();
+  model.mutable_defaults()->set_steps(3);
   return model;
 }
 

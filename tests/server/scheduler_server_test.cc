@@ -13,6 +13,7 @@
 
 #include "radial/v1/video_service.grpc.pb.h"
 #include "radial/v1/worker_service.grpc.pb.h"
+#include "tests/server/tiny_model_info.h"
 
 namespace radial::server {
 namespace {
@@ -21,33 +22,6 @@ constexpr auto kTimeout = std::chrono::seconds(20);
 
 std::chrono::system_clock::time_point Deadline() { return std::chrono::system_clock::now() + kTimeout; }
 
-v1::ModelInfo TinyModel() {
-  v1::ModelInfo model;
-  model.set_name("tiny");
-  model.mutable_width()->set_min(64);
-  model.mutable_width()->set_max(256);
-  model.mutable_height()->set_min(64);
-  model.mutable_height()->set_max(256);
-  model.set_size_multiple(16);
-  model.mutable_frames()->set_min(1);
-  model.mutable_frames()->set_max(33);
-  model.set_frame_step(4);
-  model.mutable_steps()->set_min(1);
-  model.mutable_steps()->set_max(50);
-  model.set_guidance_max(20);
-  model.set_prompt_max_chars(100);
-  model.set_layers(2);
-  auto& defaults = *model.mutable_defaults();
-  defaults.set_width(128);
-  defaults.set_height(128);
-  defaults.set_frames(17);
-  defaults.set_fps(16);
-  defaults.set_steps(4);
-  defaults.set_guidance(5);
-  defaults.mutable_radial()->set_decay(1);
-  defaults.mutable_radial()->set_block(64);
-  return model;
-}
 
 // A worker process as the scheduler sees it, driven step by step by the test.
 class FakeWorker {
@@ -60,7 +34,7 @@ class FakeWorker {
     hello.mutable_hello()->set_worker_id(id);
     hello.mutable_hello()->set_capacity(1);
     hello.mutable_hello()->set_device("test");
-    *hello.mutable_hello()->add_models() = TinyModel();
+    *hello.mutable_hello()->add_models() = radial::testing::TinyModelInfo();
     EXPECT_TRUE(stream_->Write(hello));
   }
 

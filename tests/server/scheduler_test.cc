@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include <vector>
+#include "tests/server/tiny_model_info.h"
 
 namespace radial::server {
 namespace {
@@ -38,39 +39,12 @@ class CountingWaiter : public Waiter {
   int wakes = 0;
 };
 
-v1::ModelInfo TinyModel() {
-  v1::ModelInfo model;
-  model.set_name("tiny");
-  model.mutable_width()->set_min(64);
-  model.mutable_width()->set_max(256);
-  model.mutable_height()->set_min(64);
-  model.mutable_height()->set_max(256);
-  model.set_size_multiple(16);
-  model.mutable_frames()->set_min(1);
-  model.mutable_frames()->set_max(33);
-  model.set_frame_step(4);
-  model.mutable_steps()->set_min(1);
-  model.mutable_steps()->set_max(50);
-  model.set_guidance_max(20);
-  model.set_prompt_max_chars(100);
-  model.set_layers(2);
-  auto& defaults = *model.mutable_defaults();
-  defaults.set_width(128);
-  defaults.set_height(128);
-  defaults.set_frames(17);
-  defaults.set_fps(16);
-  defaults.set_steps(4);
-  defaults.set_guidance(5);
-  defaults.mutable_radial()->set_decay(1);
-  defaults.mutable_radial()->set_block(64);
-  return model;
-}
 
 v1::Hello HelloFor(const std::string& id, uint32_t capacity = 1) {
   v1::Hello hello;
   hello.set_worker_id(id);
   hello.set_capacity(capacity);
-  *hello.add_models() = TinyModel();
+  *hello.add_models() = radial::testing::TinyModelInfo();
   return hello;
 }
 
