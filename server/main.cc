@@ -7,10 +7,11 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <string>
 #include <thread>
 
-#include "absl/strings/numbers.h"
+#include "radial/common/flags.h"
 #include "pipeline.h"
 #include "scheduler_server.h"
 #include "worker_client.h"
@@ -33,58 +34,25 @@ constexpr char kUsage[] =
 
 volatile std::sig_atomic_t stop_requested = 0;
 
-bool ParseSize(const std::string& flag, const std::string& text, size_t min, size_t& out) {
-  uint64_t value = 0;
-  if (!absl::SimpleAtoi(text, &value) || value < min) {
-    std::cerr << flag << ": got '" << text << "', expected an integer >= " << min << "\n";
-    return false;
-  }
-  out = value;
-  return true;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   radial::server::ServerOptions options;
   std::string embedded_bundle, embedded_device = "cpu", port_file;
   if (const char* listen = std::getenv("RADIAL_LISTEN")) options.listen = listen;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") {
-      std::cout << kUsage;
-      return 0;
-    }
-    if (i + 1 >= argc) {
-      std::cerr << flag << ": missing value\n" << kUsage;
-      return 2;
-    }
-    const std::string value = argv[++i];
-    size_t number = 0;
-    if (flag == "--listen") {
-      options.listen = value;
-    } else if (flag == "--port-file") {
-      port_file = value;
-    } else if (flag == "--embedded-worker") {
-      embedded_bundle = value;
-    } else if (flag == "--embedded-device") {
-      embedded_device = value;
-    } else if (flag == "--default-model") {
-      options.scheduler.default_model = value;
-    } else if (flag == "--queue-capacity" && ParseSize(flag, value, 1, number)) {
-      options.scheduler.queue_capacity = number;
-    } else if (flag == "--max-finished-jobs" && ParseSize(flag, value, 1, number)) {
-      options.scheduler.max_finished_jobs = number;
-    } else if (flag == "--max-attempts" && ParseSize(flag, value, 1, number)) {
-      options.scheduler.max_attempts = static_cast<uint32_t>(number);
-    } else {
-      if (flag.rfind("--", 0) != 0 || (flag != "--queue-capacity" && flag != "--max-finished-jobs" &&
-                                       flag != "--max-attempts")) {
-        std::cerr << "unknown flag '" << flag << "'\n" << kUsage;
-      }
-      return 2;
-    }
-  }
+  using radial::common::IntegerFlag;
+  using radial::common::StringFlag;
+  const std::map<std::string, radial::common::FlagHandler> flags = {
+      {"--listen", StringFlag(&options.listen)},
+      {"--port-file", StringFlag(&port_file)},
+      {"--embedded-worker", StringFlag(&embedded_bundle)},
+      {"--embedded-device", StringFlag(&embedded_device)},
+      {"--default-model", StringFlag(&options.scheduler.default_model)},
+      {"--queue-capacity", IntegerFlag(1, 1 << 20, [&](int64_t v) { options.scheduler.queue_capacity = v; })},
+      {"--max-finished-jobs", IntegerFlag(1, 1 << 20, [&](int64_t v) { options.scheduler.max_finished_jobs = v; })},
+      {"--max-attempts", IntegerFlag(1, 100, [&](int64_t v) { options.scheduler.max_attempts = v; })},
+  };
+  if (const auto status = radial::common::ParseFlags(argc, argv, flags, kUsage, std::cout, std::cerr)) return *status;
   if (const char* level = std::getenv("RADIAL_LOG_LEVEL")) spdlog::set_level(spdlog::level::from_str(level));
 
   // The embedded worker's model loads before the server opens, so a bad bundle fails fast.

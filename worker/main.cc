@@ -4,10 +4,11 @@
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
+#include <map>
 #include <string>
 #include <thread>
 
-#include "absl/strings/numbers.h"
+#include "radial/common/flags.h"
 #include "pipeline.h"
 #include "worker_client.h"
 
@@ -32,35 +33,14 @@ int main(int argc, char** argv) {
   std::string bundle, device = "cpu";
   if (const char* env = std::getenv("RADIAL_BUNDLE")) bundle = env;
   if (const char* env = std::getenv("RADIAL_SCHEDULER")) options.scheduler = env;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") {
-      std::cout << kUsage;
-      return 0;
-    }
-    if (i + 1 >= argc) {
-      std::cerr << flag << ": missing value\n" << kUsage;
-      return 2;
-    }
-    const std::string value = argv[++i];
-    if (flag == "--bundle") {
-      bundle = value;
-    } else if (flag == "--scheduler") {
-      options.scheduler = value;
-    } else if (flag == "--device") {
-      device = value;
-    } else if (flag == "--worker-id") {
-      options.worker_id = value;
-    } else if (flag == "--x264-threads") {
-      if (!absl::SimpleAtoi(value, &options.x264_threads) || options.x264_threads < 0) {
-        std::cerr << "--x264-threads: got '" << value << "', expected an integer >= 0\n";
-        return 2;
-      }
-    } else {
-      std::cerr << "unknown flag '" << flag << "'\n" << kUsage;
-      return 2;
-    }
-  }
+  const std::map<std::string, radial::common::FlagHandler> flags = {
+      {"--bundle", radial::common::StringFlag(&bundle)},
+      {"--scheduler", radial::common::StringFlag(&options.scheduler)},
+      {"--device", radial::common::StringFlag(&device)},
+      {"--worker-id", radial::common::StringFlag(&options.worker_id)},
+      {"--x264-threads", radial::common::IntegerFlag(0, 64, [&](int64_t v) { options.x264_threads = v; })},
+  };
+  if (const auto status = radial::common::ParseFlags(argc, argv, flags, kUsage, std::cout, std::cerr)) return *status;
   if (bundle.empty()) {
     std::cerr << "--bundle: missing, expected a model bundle directory\n" << kUsage;
     return 2;
