@@ -116,3 +116,14 @@ def test_bad_input_gets_invalid_argument_naming_the_field(client):
     with pytest.raises(grpc.RpcError) as error:
         stub.GetJob(pb.GetJobRequest(job_id="nope"), timeout=10)
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_reflection_lists_the_services(client, server):
+    # What grpcurl does first: ask the server's reflection service which services it has.
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+    with grpc.insecure_channel(server) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                                              timeout=10)
+        names = {service.name for response in responses for service in response.list_services_response.service}
+    assert {"radial.v1.VideoService", "radial.v1.WorkerService", "grpc.health.v1.Health"} <= names, names
