@@ -230,12 +230,9 @@ v1::WorkerMessage WorkerClient::RunJob(Session& session, const v1::Assign& assig
   params.steps = request.steps();
   params.guidance = request.guidance();
   params.seed = request.seed();
-  params.decay = request.radial().decay();
-  params.sink = request.radial().sink();
-  params.block = request.radial().block();
-  params.dense_layers = request.radial().dense_layers();
-  params.dense_steps = request.radial().dense_steps();
-  params.dense_last_steps = request.radial().dense_last_steps();
+  params.radial = {request.radial().decay(),        request.radial().sink(),
+                   request.radial().block(),        request.radial().dense_layers(),
+                   request.radial().dense_steps(),  request.radial().dense_last_steps()};
   params.dense = request.radial().dense();
 
   auto failure = [&](const absl::Status& status) {

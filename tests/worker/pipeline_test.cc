@@ -32,11 +32,11 @@ GenerationParams SmallRequest() {
   params.steps = 2;
   params.guidance = 5.0;
   params.seed = 7;
-  params.decay = 1.0;
-  params.sink = true;
-  params.block = 64;
-  params.dense_layers = 1;
-  params.dense_steps = 1;
+  params.radial.decay = 1.0;
+  params.radial.sink = true;
+  params.radial.block = 64;
+  params.radial.dense_layers = 1;
+  params.radial.dense_steps = 1;
   return params;
 }
 

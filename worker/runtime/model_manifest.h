@@ -13,7 +13,8 @@
 
 namespace radial::worker {
 
-struct RadialDefaults {
+// The radial-attention knobs: the manifest's defaults, and what a request runs with.
+struct RadialSettings {
   double decay = 1.0;
   bool sink = true;
   int64_t block = 128;
@@ -63,7 +64,7 @@ struct ModelManifest {
   int64_t default_width = 0, default_height = 0, default_frames = 0, default_fps = 0, default_steps = 0;
   double default_guidance = 0;
   std::string default_negative_prompt;
-  RadialDefaults radial;
+  RadialSettings radial;  // defaults
 
   std::string Path(const std::string& file) const { return bundle_dir + "/" + file; }
 };

@@ -109,10 +109,11 @@ absl::StatusOr<GenerationReport> Pipeline::Generate(const GenerationParams& para
   const int64_t latent_height = params.height / m.spatial_factor, latent_width = params.width / m.spatial_factor;
   report.latent_frames = latent_frames / m.patch_size[0];
   report.tokens_per_frame = (latent_height / m.patch_size[1]) * (latent_width / m.patch_size[2]);
-  bool all_dense = params.dense || params.dense_steps >= params.steps;
+  const RadialSettings& radial = params.radial;
+  bool all_dense = params.dense || radial.dense_steps >= params.steps;
   if (!all_dense) {
-    const kernels::MaskGeometry geometry{report.latent_frames, report.tokens_per_frame, params.decay, params.sink,
-                                         params.block};
+    const kernels::MaskGeometry geometry{report.latent_frames, report.tokens_per_frame, radial.decay, radial.sink,
+                                         radial.block};
     if (const std::string error = kernels::ValidateMaskGeometry(geometry); !error.empty()) {
       return absl::InvalidArgumentError(absl::StrCat("radial: ", error));
     }
@@ -156,7 +157,7 @@ absl::StatusOr<GenerationReport> Pipeline::Generate(const GenerationParams& para
     const std::vector<double> sigmas = FlowSigmas(params.steps, m.shift);
     for (int64_t step = 0; step < params.steps; ++step) {
       if (callbacks.cancelled && callbacks.cancelled()) return absl::CancelledError("cancelled between denoising steps");
-      const bool dense = all_dense || step < params.dense_steps || step >= params.steps - params.dense_last_steps;
+      const bool dense = all_dense || step < radial.dense_steps || step >= params.steps - radial.dense_last_steps;
       const int64_t batch = guided ? 2 : 1;
       const torch::Tensor model_input = latents.to(impl.dtype).expand({batch, -1, -1, -1, -1});
       const torch::Tensor timestep =
@@ -164,8 +165,8 @@ absl::StatusOr<GenerationReport> Pipeline::Generate(const GenerationParams& para
                       torch::TensorOptions().dtype(torch::kFloat32).device(impl.device));
       const torch::Tensor velocity_all =
           impl.dit
-              .forward({model_input, timestep, context, dense, params.dense_layers, params.decay, params.sink,
-                        params.block})
+              .forward({model_input, timestep, context, dense, radial.dense_layers, radial.decay, radial.sink,
+                        radial.block})
               .toTensor()
               .to(torch::kFloat32);
       torch::Tensor velocity = velocity_all[0];

@@ -29,12 +29,7 @@ struct GenerationParams {
   uint64_t seed = 0;
   // Radial attention: blocks < dense_layers, the first dense_steps and the last dense_last_steps
   // steps, or everything when dense, use dense attention.
-  double decay = 1.0;
-  bool sink = true;
-  int64_t block = 128;
-  int64_t dense_layers = 0;
-  int64_t dense_steps = 0;
-  int64_t dense_last_steps = 0;
+  RadialSettings radial;
   bool dense = false;
 };
 
