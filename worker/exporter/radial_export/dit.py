@@ -228,13 +228,23 @@ class FeedForward(nn.Module):
         return x
 
 
+class FP32LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in float32 whatever the parameters' dtype (diffusers' FP32LayerNorm): in a
+    bf16 model the affine weights are bf16 while the input is upcast."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight = self.weight.float() if self.weight is not None else None
+        bias = self.bias.float() if self.bias is not None else None
+        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps)
+
+
 class WanTransformerBlock(nn.Module):
     def __init__(self, dim: int, ffn_dim: int, num_heads: int, cross_attn_norm: bool, eps: float):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps, elementwise_affine=False)
         self.attn1 = WanAttention(dim, num_heads, dim // num_heads, eps)
         self.attn2 = WanAttention(dim, num_heads, dim // num_heads, eps)
-        self.norm2 = (nn.LayerNorm(dim, eps, elementwise_affine=True) if cross_attn_norm
+        self.norm2 = (FP32LayerNorm(dim, eps, elementwise_affine=True) if cross_attn_norm
                       else nn.Identity())
         self.ffn = FeedForward(dim, ffn_dim)
         self.norm3 = nn.LayerNorm(dim, eps, elementwise_affine=False)
