@@ -10,7 +10,6 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "flow_schedule.h"
 #include "model_manifest.h"
 #include "tokenizer.h"
 
@@ -118,17 +117,6 @@ TEST(TokenizerTest, MatchesThePythonTokenizerOnThePinnedVectors) {
     EXPECT_EQ(tokens->ids, c["ids"].get<std::vector<int64_t>>()) << c["prompt"];
     EXPECT_EQ(tokens->mask, c["attention_mask"].get<std::vector<int64_t>>()) << c["prompt"];
   }
-}
-
-TEST(FlowScheduleTest, FallsFromOneToZeroWarpedTowardNoise) {
-  const std::vector<double> sigmas = FlowSigmas(4, 3.0);
-  ASSERT_EQ(sigmas.size(), 5u);
-  EXPECT_DOUBLE_EQ(sigmas.front(), 1.0);
-  EXPECT_DOUBLE_EQ(sigmas.back(), 0.0);
-  EXPECT_NEAR(sigmas[2], 3.0 * 0.5 / (1.0 + 2.0 * 0.5), 1e-12);  // s = 0.5 -> 0.75
-  for (size_t i = 1; i < sigmas.size(); ++i) EXPECT_LT(sigmas[i], sigmas[i - 1]);
-  const std::vector<double> unshifted = FlowSigmas(4, 1.0);
-  EXPECT_DOUBLE_EQ(unshifted[1], 0.75);
 }
 
 TEST_F(PipelineTest, GeneratesTheRequestedFramesDeterministically) {

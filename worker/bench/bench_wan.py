@@ -123,12 +123,14 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--vae-chunk", type=int, default=1, help="latent frames per VAE decoder call")
     parser.add_argument("--skip-text-encoder", action="store_true")
+    parser.add_argument("--texpr-fuser", action="store_true",
+                        help="let TorchScript fuse elementwise ops (NNC) on the GPU")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
     load_radial_ops()
-    # As the C++ worker (pipeline.cc) runs TorchScript: without the TensorExpr fuser.
-    torch._C._jit_set_texpr_fuser_enabled(False)
+    # As the C++ worker (pipeline.cc) runs TorchScript on this device.
+    torch._C._jit_set_texpr_fuser_enabled(args.texpr_fuser)
     torch.manual_seed(0)
     dtype = torch.bfloat16
     spec = MODELS[args.model]
@@ -138,7 +140,7 @@ def main() -> int:
     sink = not args.no_sink
     result = {"model": args.model, "size": [height, width, frames], "latent": list(latent_shape),
               "tokens": tokens, "decay": args.decay, "sink": sink, "block": args.block,
-              "dense_layers": args.dense_layers, "device": torch.cuda.get_device_name(),
+              "dense_layers": args.dense_layers, "texpr_fuser": args.texpr_fuser, "device": torch.cuda.get_device_name(),
               "torch": torch.__version__}
     density = torch.ops.radial.block_mask(latent_shape[1], tokens // latent_shape[1], args.decay, sink,
                                           args.block).float().mean().item()
@@ -216,7 +218,8 @@ def main() -> int:
           f"(all models resident)", flush=True)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"bench_wan_{args.model}.json").write_text(json.dumps(result, indent=1))
+        suffix = "_fuser" if args.texpr_fuser else ""
+        (args.out / f"bench_wan_{args.model}{suffix}.json").write_text(json.dumps(result, indent=1))
     return 0
 
 

@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "flow_schedule.h"
 
 namespace radial::worker {
 namespace {
@@ -120,6 +121,9 @@ absl::StatusOr<ModelManifest> LoadManifest(const std::string& bundle_dir) {
   m.sampler = read.String("sampler.name");
   m.shift = read.Number("sampler.shift");
   m.num_train_timesteps = read.Int("sampler.num_train_timesteps");
+  if (root.contains("sampler") && root["sampler"].is_object() && root["sampler"].contains("solver_order")) {
+    m.solver_order = read.Int("sampler.solver_order");
+  }
   m.default_steps = read.Int("sampler.steps");
   m.default_guidance = read.Number("sampler.guidance");
   for (auto [key, limit] : {std::pair{"width", &m.width}, std::pair{"height", &m.height}}) {
@@ -145,9 +149,14 @@ absl::StatusOr<ModelManifest> LoadManifest(const std::string& bundle_dir) {
   if (!read.status().ok()) return read.status();
   if (patch.size() != 3) return absl::InvalidArgumentError("manifest.json: dit.patch_size: expected 3 integers");
   m.patch_size = {patch[0], patch[1], patch[2]};
-  if (m.sampler != "flow_euler") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("manifest.json: sampler.name: got '", m.sampler, "', expected flow_euler"));
+  // Steps come with each request; the default ones stand in for them here.
+  if (absl::Status sampler = ValidateFlowSamplerConfig({.name = m.sampler,
+                                                        .steps = m.default_steps,
+                                                        .shift = m.shift,
+                                                        .num_train_timesteps = m.num_train_timesteps,
+                                                        .solver_order = m.solver_order});
+      !sampler.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("manifest.json: ", sampler.message()));
   }
   return m;
 }

@@ -53,9 +53,10 @@ struct ModelManifest {
   int64_t temporal_factor = 4;
   int64_t spatial_factor = 8;
 
-  std::string sampler;
+  std::string sampler;  // flow_euler or flow_unipc (flow_schedule.h)
   double shift = 1.0;
   int64_t num_train_timesteps = 1000;
+  int64_t solver_order = 2;  // optional sampler.solver_order; flow_unipc only
 
   SizeLimit width, height, frames, steps;
   double guidance_max = 0;

@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "flow_schedule.h"
+#include "prompt_clean.h"
 #include "radial/kernels/block_mask.h"
 #include "radial/kernels/ops_library.h"
 #include "tokenizer.h"
@@ -42,7 +43,7 @@ struct Pipeline::Impl {
     std::vector<torch::Tensor> ids, masks;
     for (const std::string* text : {&params.prompt, &params.negative_prompt}) {
       if (text == &params.negative_prompt && !guided) break;
-      auto tokens = tokenizer->Encode(*text);
+      auto tokens = tokenizer->Encode(CleanPrompt(*text));
       if (!tokens.ok()) {
         status = tokens.status();
         return {};
@@ -63,8 +64,6 @@ std::string Pipeline::device_name() const { return impl_->device.str(); }
 
 absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Load(const std::string& bundle_dir, const std::string& device) {
   kernels::EnsureOpsRegistered();  // TorchScript's calls to torch.ops.radial.* resolve against it
-  // TorchScript's CPU fuser runs the VAE's fused kernels on one thread (about 5x slower on 2 cores).
-  torch::jit::setTensorExprFuserEnabled(false);
   auto manifest = LoadManifest(bundle_dir);
   if (!manifest.ok()) return manifest.status();
   auto impl = std::make_unique<Impl>();
@@ -78,6 +77,11 @@ absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Load(const std::string& bund
     if (impl->device.is_cuda() && !torch::cuda::is_available()) {
       return absl::FailedPreconditionError(absl::StrCat("device: got '", device, "', but no CUDA device is visible"));
     }
+    // TorchScript's TensorExpr fuser: on the GPU it fuses the DiT's elementwise chains (RoPE,
+    // modulation, casts; a 14B step at 768x1280x69 takes 10.4 s instead of 11.9 s, docs/benchmarks.md);
+    // on the CPU its fused loops run on one thread and make the VAE about 5x slower on 2 cores.
+    // The setting is per process: a worker serves one device.
+    torch::jit::setTensorExprFuserEnabled(impl->device.is_cuda());
     impl->dtype = ParseDtype(m.dtype);
     for (auto [module, file] : {std::pair{&impl->dit, m.dit_file}, std::pair{&impl->text_encoder, m.text_encoder_file},
                                 std::pair{&impl->vae, m.vae_file}}) {
@@ -154,14 +158,19 @@ absl::StatusOr<GenerationReport> Pipeline::Generate(const GenerationParams& para
         at::randn({1, m.latent_channels, latent_frames, latent_height, latent_width}, generator,
                   torch::TensorOptions().dtype(torch::kFloat32))
             .to(impl.device);
-    const std::vector<double> sigmas = FlowSigmas(params.steps, m.shift);
+    auto sampler = FlowSampler<torch::Tensor>::Create({.name = m.sampler,
+                                                       .steps = params.steps,
+                                                       .shift = m.shift,
+                                                       .num_train_timesteps = m.num_train_timesteps,
+                                                       .solver_order = m.solver_order});
+    if (!sampler.ok()) return sampler.status();
     for (int64_t step = 0; step < params.steps; ++step) {
       if (callbacks.cancelled && callbacks.cancelled()) return absl::CancelledError("cancelled between denoising steps");
       const bool dense = all_dense || step < radial.dense_steps || step >= params.steps - radial.dense_last_steps;
       const int64_t batch = guided ? 2 : 1;
       const torch::Tensor model_input = latents.to(impl.dtype).expand({batch, -1, -1, -1, -1});
       const torch::Tensor timestep =
-          torch::full({batch}, sigmas[step] * static_cast<double>(m.num_train_timesteps),
+          torch::full({batch}, sampler->timesteps()[step],
                       torch::TensorOptions().dtype(torch::kFloat32).device(impl.device));
       const torch::Tensor velocity_all =
           impl.dit
@@ -171,7 +180,9 @@ absl::StatusOr<GenerationReport> Pipeline::Generate(const GenerationParams& para
               .to(torch::kFloat32);
       torch::Tensor velocity = velocity_all[0];
       if (guided) velocity = velocity_all[1] + params.guidance * (velocity_all[0] - velocity_all[1]);
-      latents = latents + (sigmas[step + 1] - sigmas[step]) * velocity.unsqueeze(0);
+      absl::StatusOr<torch::Tensor> next = sampler->Step(step, velocity.unsqueeze(0), latents);
+      if (!next.ok()) return next.status();
+      latents = *std::move(next);
       progress(Stage::kDenoising, step + 1, params.steps);
     }
     report.denoise_seconds = Seconds(start);
@@ -180,6 +191,12 @@ absl::StatusOr<GenerationReport> Pipeline::Generate(const GenerationParams& para
     start = Clock::now();
     progress(Stage::kDecoding, 0, 0);
     const torch::Tensor video = impl.vae.forward({latents.to(impl.dtype)}).toTensor();  // [1, 3, T, H, W]
+    if (callbacks.inspect) {
+      for (const auto& [name, tensor] : {std::pair{"latents", latents}, std::pair{"video", video}}) {
+        const torch::Tensor host = tensor.to(torch::kCPU, torch::kFloat32).contiguous();
+        callbacks.inspect(name, host.sizes().vec(), host.data_ptr<float>());
+      }
+    }
     const torch::Tensor pixels = ((video[0].to(torch::kFloat32).clamp(-1, 1) + 1) * 127.5)
                                      .round()
                                      .to(torch::kUInt8)

@@ -1,7 +1,8 @@
-// Text-to-video generation with one loaded model bundle: tokenize -> text encoder -> flow-matching
-// Euler sampler with classifier-free guidance over the DiT (radial attention inside) -> VAE decode ->
-// RGB frames. The interface is plain C++: LibTorch stays inside pipeline.cc, so callers (the gRPC
-// worker) never include it next to protobuf headers, whose copies in LibTorch conflict.
+// Text-to-video generation with one loaded model bundle: prompt clean-up (as WanPipeline) ->
+// tokenize -> text encoder -> flow-matching sampler (UniPC or Euler, flow_schedule.h) with
+// classifier-free guidance over the DiT (radial attention inside) -> VAE decode -> RGB frames.
+// The interface is plain C++: LibTorch stays inside pipeline.cc, so callers (the gRPC worker) never
+// include it next to protobuf headers, whose copies in LibTorch conflict.
 //
 // One Pipeline runs one generation at a time (the worker's job thread owns it).
 #ifndef RADIAL_WORKER_RUNTIME_PIPELINE_H_
@@ -11,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "model_manifest.h"
@@ -43,6 +45,9 @@ struct GenerationCallbacks {
   std::function<absl::Status(const uint8_t* rgb, int64_t stride)> frame;
   // Polled between denoising steps; true stops the generation with CANCELLED.
   std::function<bool()> cancelled;
+  // Optional, for tests and tools: after decoding, "latents" (the sampler's final latents,
+  // [1, C, F, H, W]) and "video" (the VAE's output in [-1, 1], [1, 3, T, H, W]), as float32 values.
+  std::function<void(const std::string& name, const std::vector<int64_t>& shape, const float* data)> inspect;
 };
 
 struct GenerationReport {

@@ -1,0 +1,99 @@
+// pipeline_trace: runs the C++ generation pipeline on a bundle and writes what the reference
+// comparison (tests/exporter/test_pipeline_parity.py) needs: the final latents and the decoded video
+// as raw little-endian float32 (latents.f32, video.f32) with their shapes in trace.json, and the
+// token ids of a list of prompts. A test tool, not part of the product.
+//
+//   pipeline_trace --bundle DIR --out DIR --prompt P --negative-prompt N --width W --height H
+//                  --frames F --steps S --guidance G --seed X [--dense 0|1] [--prompts-json FILE]
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "pipeline.h"
+#include "prompt_clean.h"
+#include "radial/common/flags.h"
+#include "tokenizer.h"
+
+namespace {
+
+using radial::worker::GenerationCallbacks;
+using radial::worker::GenerationParams;
+using radial::worker::Pipeline;
+
+constexpr char kUsage[] =
+    "usage: pipeline_trace --bundle DIR --out DIR --prompt P [--negative-prompt N] --width W --height H\n"
+    "                      --frames F --steps S --guidance G --seed X [--dense 0|1] [--prompts-json FILE]\n";
+
+int Fail(const std::string& message) {
+  std::cerr << "pipeline_trace: " << message << "\n";
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string bundle, out, guidance = "0", prompts_json;
+  GenerationParams params;
+  int64_t dense = 1;
+  const auto integer = [](int64_t* target) {
+    return radial::common::IntegerFlag(0, 1 << 30, [target](int64_t v) { *target = v; });
+  };
+  int64_t seed = 0;
+  if (auto status = radial::common::ParseFlags(
+          argc, argv,
+          {{"--bundle", radial::common::StringFlag(&bundle)},
+           {"--out", radial::common::StringFlag(&out)},
+           {"--prompt", radial::common::StringFlag(&params.prompt)},
+           {"--negative-prompt", radial::common::StringFlag(&params.negative_prompt)},
+           {"--width", integer(&params.width)},
+           {"--height", integer(&params.height)},
+           {"--frames", integer(&params.frames)},
+           {"--steps", integer(&params.steps)},
+           {"--guidance", radial::common::StringFlag(&guidance)},
+           {"--seed", integer(&seed)},
+           {"--dense", radial::common::IntegerFlag(0, 1, [&](int64_t v) { dense = v; })},
+           {"--prompts-json", radial::common::StringFlag(&prompts_json)}},
+          kUsage, std::cout, std::cerr)) {
+    return *status;
+  }
+  if (bundle.empty() || out.empty()) return Fail("--bundle and --out are required");
+  params.guidance = std::stod(guidance);
+  params.seed = static_cast<uint64_t>(seed);
+  params.dense = dense != 0;
+
+  auto pipeline = Pipeline::Load(bundle, "cpu");
+  if (!pipeline.ok()) return Fail(std::string(pipeline.status().message()));
+  const auto& manifest = (*pipeline)->manifest();
+  params.radial = manifest.radial;
+
+  nlohmann::json trace;
+  if (!prompts_json.empty()) {
+    // Token ids of each prompt, after the same clean-up the pipeline applies.
+    auto tokenizer = radial::worker::Tokenizer::Load(manifest.Path(manifest.tokenizer_file), manifest.max_length,
+                                                     manifest.pad_id, manifest.eos_id);
+    if (!tokenizer.ok()) return Fail(std::string(tokenizer.status().message()));
+    std::ifstream file(prompts_json);
+    for (const auto& prompt : nlohmann::json::parse(file)) {
+      auto tokens = (*tokenizer)->Encode(radial::worker::CleanPrompt(prompt.get<std::string>()));
+      if (!tokens.ok()) return Fail(std::string(tokens.status().message()));
+      trace["tokens"].push_back({{"ids", tokens->ids}, {"mask", tokens->mask}});
+    }
+  }
+
+  GenerationCallbacks callbacks;
+  callbacks.frame = [](const uint8_t*, int64_t) { return absl::OkStatus(); };
+  callbacks.inspect = [&](const std::string& name, const std::vector<int64_t>& shape, const float* data) {
+    int64_t count = 1;
+    for (int64_t size : shape) count *= size;
+    std::ofstream file(out + "/" + name + ".f32", std::ios::binary);
+    file.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(count * sizeof(float)));
+    trace[name] = shape;
+  };
+  const auto report = (*pipeline)->Generate(params, callbacks);
+  if (!report.ok()) return Fail(std::string(report.status().message()));
+  std::ofstream(out + "/trace.json") << trace.dump(1) << "\n";
+  return 0;
+}
