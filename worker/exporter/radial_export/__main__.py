@@ -1,4 +1,9 @@
-"""Command line: python -m radial_export --tiny --out DIR [--seed N]."""
+"""Command line:
+
+    python -m radial_export --tiny --out DIR [--seed N]
+    python -m radial_export --from PIPELINE_DIR --out DIR [--dtype bf16|fp16|fp32] [--name NAME]
+
+(`worker/exporter/radial-export` runs the same with the repository's .venv.)"""
 
 import argparse
 import os
@@ -6,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from .bundle import export_tiny
+from .errors import ExportError
 
 
 def _pin_hash_seed(argv) -> None:
@@ -19,6 +24,10 @@ def _pin_hash_seed(argv) -> None:
     os.execve(sys.executable, [sys.executable, "-m", "radial_export", *argv], env)
 
 
+def _log(line: str) -> None:
+    print(f"radial_export: {line}", file=sys.stderr, flush=True)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     _pin_hash_seed(argv)
@@ -26,18 +35,43 @@ def main(argv=None) -> int:
         prog="radial_export",
         description="Write a radial model bundle (manifest.json, TorchScript DiT, text encoder and "
                     "VAE decoder, SentencePiece tokenizer).")
-    parser.add_argument("--tiny", action="store_true",
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--tiny", action="store_true",
                         help="the tiny Wan2.1-architecture model with seeded random weights (demo and "
-                             "tests); converting diffusers checkpoints comes with issue 4")
+                             "tests)")
+    source.add_argument("--from", dest="source", type=Path, metavar="PIPELINE_DIR",
+                        help="a diffusers Wan2.1 text-to-video pipeline directory (model_index.json, "
+                             "transformer/, text_encoder/, vae/, tokenizer/, scheduler/)")
     parser.add_argument("--out", required=True, type=Path, help="bundle directory to write")
-    parser.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
+    parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"),
+                        help="weight dtype of a --from bundle (default bf16); --tiny is fp32")
+    parser.add_argument("--name", help="the manifest's model name (--from; default: the pipeline "
+                                       "directory's name)")
+    parser.add_argument("--seed", type=int, help="weight seed of --tiny (default 0)")
     args = parser.parse_args(argv)
-    if not args.tiny:
-        parser.error("--tiny is required: exporting real checkpoints (--from) is not built yet")
     started = time.monotonic()
-    manifest = export_tiny(args.out, seed=args.seed)
-    print(f"radial_export: wrote {manifest['name']} (seed {args.seed}) to {args.out} "
-          f"in {time.monotonic() - started:.1f} s")
+    if args.tiny:
+        if args.dtype not in (None, "fp32"):
+            parser.error("--tiny writes float32 weights; --dtype applies to --from")
+        if args.name is not None:
+            parser.error("--name applies to --from; the tiny bundle is wan2.1-tiny")
+        seed = 0 if args.seed is None else args.seed
+        from .bundle import export_tiny
+        manifest = export_tiny(args.out, seed=seed)
+        print(f"radial_export: wrote {manifest['name']} (seed {seed}) to {args.out} "
+              f"in {time.monotonic() - started:.1f} s")
+        return 0
+    if args.seed is not None:
+        parser.error("--seed applies to --tiny; --from takes the checkpoint's weights")
+    from .checkpoint import export_checkpoint
+    try:
+        manifest = export_checkpoint(args.source, args.out, dtype=args.dtype or "bf16",
+                                     name=args.name, log=_log)
+    except ExportError as error:
+        print(f"radial_export: error: {error}", file=sys.stderr)
+        return 2
+    print(f"radial_export: wrote {manifest['name']} ({manifest['dtype']}) from {args.source} to "
+          f"{args.out} in {time.monotonic() - started:.1f} s")
     return 0
 
 

@@ -2,13 +2,16 @@
 tokenizer.model and tokenizer_test_vectors.json. The C++ worker loads exactly these files; the
 manifest's keys are its interface (see ../README.md)."""
 
+import gc
 import hashlib
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Callable, Dict, Tuple
 
 import torch
+from torch import nn
 
 from .dit import DiTConfig, WanTransformer3DModel
 from .ops import load_radial_ops
@@ -17,6 +20,9 @@ from .tokenizer import EOS_ID, PAD_ID, UNK_ID, load_processor, test_vectors, tra
 from .vae import AutoencoderKLWanDecoder, VAEConfig
 
 FORMAT_VERSION = 1
+MODULE_FILES = (("dit", "dit.pt"), ("text_encoder", "text_encoder.pt"), ("vae", "vae_decoder.pt"))
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer_test_vectors.json")
+HASH_CHUNK_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -80,17 +86,26 @@ def _vectors_json(vectors: Dict) -> str:
 
 
 def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """Streams the file: a 14B model's dit.pt is larger than the memory the export may use."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(HASH_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
-def tiny_manifest(config: TinyConfig, seed: int) -> Dict:
-    dit, te, vae = config.dit, config.text_encoder, config.vae
+def bundle_manifest(*, name: str, dtype: str, weights: Dict, dit: DiTConfig,
+                    text_encoder: TextEncoderConfig, tokenizer: Dict, vae: VAEConfig, sampler: Dict,
+                    limits: Dict, defaults: Dict, radial: Dict) -> Dict:
+    """The manifest without its "files" section (write_bundle adds it). `tokenizer` holds pad_id,
+    eos_id, unk_id, max_length and vocab_size (SentencePiece pieces)."""
+    te = text_encoder
     return {
         "format_version": FORMAT_VERSION,
-        "name": "wan2.1-tiny",
+        "name": name,
         "architecture": "wan2.1",
-        "dtype": "float32",
-        "weights": {"source": "random", "seed": seed},
+        "dtype": dtype,
+        "weights": dict(weights),
         "dit": {
             "file": "dit.pt",
             "in_channels": dit.in_channels, "out_channels": dit.out_channels,
@@ -101,13 +116,14 @@ def tiny_manifest(config: TinyConfig, seed: int) -> Dict:
             "eps": dit.eps, "rope_max_seq_len": dit.rope_max_seq_len,
         },
         "text_encoder": {
-            "file": "text_encoder.pt", "dim": te.d_model, "max_length": config.max_length,
+            "file": "text_encoder.pt", "dim": te.d_model, "max_length": tokenizer["max_length"],
             "vocab_size": te.vocab_size, "num_layers": te.num_layers, "num_heads": te.num_heads,
             "d_kv": te.d_kv, "d_ff": te.d_ff,
         },
         "tokenizer": {
-            "type": "sentencepiece", "file": "tokenizer.model", "pad_id": PAD_ID, "eos_id": EOS_ID,
-            "unk_id": UNK_ID, "max_length": config.max_length, "vocab_size": config.vocab_size,
+            "type": "sentencepiece", "file": "tokenizer.model", "pad_id": tokenizer["pad_id"],
+            "eos_id": tokenizer["eos_id"], "unk_id": tokenizer["unk_id"],
+            "max_length": tokenizer["max_length"], "vocab_size": tokenizer["vocab_size"],
             "test_vectors": "tokenizer_test_vectors.json",
         },
         "vae": {
@@ -116,11 +132,51 @@ def tiny_manifest(config: TinyConfig, seed: int) -> Dict:
             "base_dim": vae.base_dim, "latents_mean": list(vae.latents_mean),
             "latents_std": list(vae.latents_std), "decode_chunk_frames": vae.decode_chunk_frames,
         },
-        "sampler": dict(config.sampler),
-        "limits": json.loads(json.dumps(config.limits)),
-        "defaults": dict(config.defaults),
-        "radial": dict(config.radial),
+        "sampler": dict(sampler),
+        "limits": json.loads(json.dumps(limits)),
+        "defaults": dict(defaults),
+        "radial": dict(radial),
     }
+
+
+def tiny_manifest(config: TinyConfig, seed: int) -> Dict:
+    return bundle_manifest(
+        name="wan2.1-tiny", dtype="float32", weights={"source": "random", "seed": seed},
+        dit=config.dit, text_encoder=config.text_encoder,
+        tokenizer={"pad_id": PAD_ID, "eos_id": EOS_ID, "unk_id": UNK_ID,
+                   "max_length": config.max_length, "vocab_size": config.vocab_size},
+        vae=config.vae, sampler=config.sampler, limits=config.limits, defaults=config.defaults,
+        radial=config.radial)
+
+
+def write_bundle(out_dir: Path, manifest: Dict, modules: Dict[str, Callable[[], nn.Module]],
+                 tokenizer_model: bytes, vectors: Dict,
+                 log: Callable[[str], None] = lambda line: None) -> Dict:
+    """Writes a bundle into out_dir (created if missing; files overwritten) and returns the manifest
+    with its "files" section. `modules` maps "dit", "text_encoder" and "vae" to functions that build
+    the eager module; each is built, scripted, saved and dropped before the next is built, so only
+    one module's weights are in memory at a time. manifest.json is written last: a directory
+    without it is not a bundle the worker will load."""
+    load_radial_ops()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "manifest.json").unlink(missing_ok=True)  # an older bundle's, until the new one is whole
+    (out_dir / "tokenizer.model").write_bytes(tokenizer_model)
+    (out_dir / "tokenizer_test_vectors.json").write_text(_vectors_json(vectors), encoding="utf-8")
+    with torch.no_grad():
+        for key, file in MODULE_FILES:
+            started = time.monotonic()
+            module = modules[key]()
+            torch.jit.save(torch.jit.script(module), str(out_dir / file))
+            del module
+            gc.collect()
+            log(f"{file}: {(out_dir / file).stat().st_size / 2**20:.0f} MiB in "
+                f"{time.monotonic() - started:.1f} s")
+    manifest = dict(manifest)
+    manifest["files"] = {name: {"sha256": _sha256(out_dir / name)}
+                         for name in [file for _, file in MODULE_FILES] + list(TOKENIZER_FILES)}
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest
 
 
 def export_tiny(out_dir: Path, seed: int = 0, config: TinyConfig = TinyConfig()) -> Dict:
@@ -133,27 +189,12 @@ def export_tiny(out_dir: Path, seed: int = 0, config: TinyConfig = TinyConfig())
     if config.dit.text_dim != config.text_encoder.d_model or config.text_dim != config.dit.text_dim:
         raise ValueError(f"DiT text_dim: got {config.dit.text_dim}, expected the text encoder's "
                          f"d_model {config.text_encoder.d_model}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
     model_bytes = train_sentencepiece(config.vocab_size)
     processor = load_processor(model_bytes)
     if processor.GetPieceSize() != config.vocab_size:
         raise RuntimeError(f"tokenizer: got {processor.GetPieceSize()} pieces, "
                            f"expected {config.vocab_size}")
-    (out_dir / "tokenizer.model").write_bytes(model_bytes)
     vectors = test_vectors(processor, config.max_length)
-    (out_dir / "tokenizer_test_vectors.json").write_text(_vectors_json(vectors), encoding="utf-8")
-
     dit, text_encoder, vae = build_tiny_modules(config, seed)
-    with torch.no_grad():
-        for module, name in ((dit, "dit.pt"), (text_encoder, "text_encoder.pt"),
-                             (vae, "vae_decoder.pt")):
-            torch.jit.save(torch.jit.script(module), str(out_dir / name))
-
-    manifest = tiny_manifest(config, seed)
-    manifest["files"] = {name: {"sha256": _sha256(out_dir / name)} for name in (
-        "dit.pt", "text_encoder.pt", "vae_decoder.pt", "tokenizer.model",
-        "tokenizer_test_vectors.json")}
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return manifest
+    modules = {"dit": lambda: dit, "text_encoder": lambda: text_encoder, "vae": lambda: vae}
+    return write_bundle(Path(out_dir), tiny_manifest(config, seed), modules, model_bytes, vectors)

@@ -1,5 +1,7 @@
-"""The tiny bundle's tokenizer: a SentencePiece unigram model trained at export time from corpus.txt,
-and the rule that turns a prompt into the text encoder's inputs.
+"""The bundle's tokenizer and the rule that turns a prompt into the text encoder's inputs. The tiny
+bundle's SentencePiece unigram model is trained at export time from corpus.txt; a checkpoint's
+(`--from`) is the pipeline's tokenizer/spiece.model, with its ids and test vectors read through
+transformers (read_checkpoint_tokenizer).
 
 Ids follow UMT5's convention: pad 0, eos 1, unk 2, no bos. A prompt becomes its pieces' ids,
 truncated to max_length - 1, then eos, then pad ids up to max_length; the attention mask is 1 on the
@@ -11,10 +13,13 @@ Training is deterministic: one thread, sentences streamed in file order, the mod
 """
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Tuple
 
 import sentencepiece as spm
+
+from .errors import ExportError
 
 CORPUS = Path(__file__).resolve().parent / "corpus.txt"
 
@@ -68,11 +73,16 @@ def load_processor(model_bytes: bytes) -> spm.SentencePieceProcessor:
     return processor
 
 
-def encode(processor: spm.SentencePieceProcessor, prompt: str, max_length: int) -> Tuple[List[int], List[int]]:
+def encode(processor: spm.SentencePieceProcessor, prompt: str, max_length: int,
+           pad_id: int = PAD_ID, eos_id: int = EOS_ID) -> Tuple[List[int], List[int]]:
     """(ids, attention_mask), both of length max_length, by the rule in the module docstring."""
-    ids = processor.EncodeAsIds(prompt)[: max_length - 1] + [EOS_ID]
+    ids = processor.EncodeAsIds(prompt)[: max_length - 1] + [eos_id]
     mask = [1] * len(ids) + [0] * (max_length - len(ids))
-    return ids + [PAD_ID] * (max_length - len(ids)), mask
+    return ids + [pad_id] * (max_length - len(ids)), mask
+
+
+RULE = ("ids = sentencepiece_encode(prompt)[:max_length-1] + [eos_id], padded with pad_id "
+        "to max_length; attention_mask 1 on ids and eos, 0 on padding")
 
 
 def test_vectors(processor: spm.SentencePieceProcessor, max_length: int) -> Dict:
@@ -82,8 +92,110 @@ def test_vectors(processor: spm.SentencePieceProcessor, max_length: int) -> Dict
         cases.append({"prompt": prompt, "pieces": processor.EncodeAsPieces(prompt),
                       "ids": ids, "attention_mask": mask})
     return {
-        "rule": "ids = sentencepiece_encode(prompt)[:max_length-1] + [eos_id], padded with pad_id "
-                "to max_length; attention_mask 1 on ids and eos, 0 on padding",
+        "rule": RULE,
         "max_length": max_length, "pad_id": PAD_ID, "eos_id": EOS_ID, "unk_id": UNK_ID,
         "cases": cases,
     }
+
+
+# ---- checkpoints (--from): the tokenizer/ folder of a diffusers Wan pipeline ----
+
+# WanPipeline's default max_sequence_length: prompts are padded/truncated to 512 tokens.
+WAN_MAX_SEQUENCE_LENGTH = 512
+SENTENCEPIECE_FILE = "spiece.model"
+_LONG_SENTENCE = "A long prompt about a sailboat gliding across a calm sea under a pink sky."
+
+
+@dataclass(frozen=True)
+class CheckpointTokenizer:
+    model_bytes: bytes  # spiece.model, written as the bundle's tokenizer.model
+    pad_id: int
+    eos_id: int
+    unk_id: int
+    max_length: int
+    vocab_size: int  # SentencePiece pieces (the text encoder's table may be larger)
+    vectors: Dict  # tokenizer_test_vectors.json, computed with transformers' tokenizer
+    # Test prompts on which libsentencepiece + RULE gives other ids than transformers' tokenizer.
+    rule_mismatches: List[str]
+
+
+def _truncation_prompt(tokenizer, max_length: int) -> str:
+    """The sentence repeated until it is longer than max_length tokens."""
+    once = len(tokenizer(_LONG_SENTENCE, add_special_tokens=False)["input_ids"])
+    repeats = max_length // max(1, once) + 2
+    return " ".join([_LONG_SENTENCE] * repeats)
+
+
+def read_checkpoint_tokenizer(
+        folder: Path, text_vocab_size: int,
+        max_sequence_length: int = WAN_MAX_SEQUENCE_LENGTH) -> CheckpointTokenizer:
+    """Reads the pipeline's tokenizer folder. The bundle's tokenizer.model is the folder's
+    spiece.model (what libsentencepiece loads); ids, max length and the test vectors come from
+    transformers' AutoTokenizer on the same folder, i.e. from the tokenizer WanPipeline uses, so the
+    vectors pin the reference behaviour for the worker's tokenizer test."""
+    folder = Path(folder)
+    model_path = folder / SENTENCEPIECE_FILE
+    if not model_path.is_file():
+        raise ExportError(f"{model_path}: missing; the bundle needs the SentencePiece model that the "
+                          "Wan2.1 diffusers repositories ship in tokenizer/ (tokenizer.json alone "
+                          "cannot be read by the worker's libsentencepiece)")
+    model_bytes = model_path.read_bytes()
+    try:
+        processor = load_processor(model_bytes)
+    except (RuntimeError, OSError) as error:
+        raise ExportError(f"{model_path}: not a SentencePiece model ({error})") from None
+    try:
+        from transformers import AutoTokenizer
+        from transformers.utils import logging as transformers_logging
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    except Exception as error:  # transformers raises many types; the message is what matters
+        raise ExportError(f"{folder}: transformers' AutoTokenizer cannot load it ({error})") from None
+    # Encoding the untruncated pieces of the long prompt makes transformers warn about its length.
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        return _checkpoint_tokenizer(folder, model_bytes, processor, tokenizer, text_vocab_size,
+                                     max_sequence_length)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+
+
+def _checkpoint_tokenizer(folder: Path, model_bytes: bytes, processor: spm.SentencePieceProcessor,
+                          tokenizer, text_vocab_size: int,
+                          max_sequence_length: int) -> CheckpointTokenizer:
+    model_path = folder / SENTENCEPIECE_FILE
+    ids = {"pad_id": tokenizer.pad_token_id, "eos_id": tokenizer.eos_token_id,
+           "unk_id": tokenizer.unk_token_id}
+    for key, value in ids.items():
+        if value is None or not 0 <= value < text_vocab_size:
+            raise ExportError(f"{folder}: {key}: got {value}, expected a token id below the text "
+                              f"encoder's vocab_size {text_vocab_size}")
+    if processor.GetPieceSize() > text_vocab_size:
+        raise ExportError(f"{model_path}: got {processor.GetPieceSize()} pieces, expected at most "
+                          f"the text encoder's vocab_size {text_vocab_size}")
+    model_max_length = tokenizer.model_max_length
+    max_length = min(max_sequence_length, int(model_max_length)) if model_max_length else \
+        max_sequence_length
+    prompts = list(TEST_PROMPTS)
+    if len(tokenizer(prompts[-1], add_special_tokens=False)["input_ids"]) < max_length:
+        prompts.append(_truncation_prompt(tokenizer, max_length))
+    cases, mismatches = [], []
+    for prompt in prompts:
+        encoded = tokenizer(prompt, padding="max_length", max_length=max_length, truncation=True,
+                            add_special_tokens=True)
+        pieces = tokenizer.convert_ids_to_tokens(
+            tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        case = {"prompt": prompt, "pieces": pieces, "ids": list(encoded["input_ids"]),
+                "attention_mask": list(encoded["attention_mask"])}
+        cases.append(case)
+        rule_ids, rule_mask = encode(processor, prompt, max_length, ids["pad_id"], ids["eos_id"])
+        if (rule_ids, rule_mask) != (case["ids"], case["attention_mask"]):
+            first = next((i for i, (a, b) in enumerate(zip(rule_ids, case["ids"])) if a != b), 0)
+            mismatches.append(f"prompt {prompt[:40]!r}: libsentencepiece with the bundle rule gives "
+                              f"other ids than transformers from position {first} (e.g. byte "
+                              "fallback against <unk>); tokenizer_test_vectors.json holds "
+                              "transformers' ids")
+    vectors = {"rule": RULE, "max_length": max_length, **ids, "cases": cases}
+    return CheckpointTokenizer(model_bytes=model_bytes, max_length=max_length,
+                               vocab_size=processor.GetPieceSize(), vectors=vectors,
+                               rule_mismatches=mismatches, **ids)
