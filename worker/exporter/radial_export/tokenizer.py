@@ -13,11 +13,13 @@ Training is deterministic: one thread, sentences streamed in file order, the mod
 """
 
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Tuple
 
 import sentencepiece as spm
+from sentencepiece import sentencepiece_model_pb2
 
 from .errors import ExportError
 
@@ -160,10 +162,37 @@ def read_checkpoint_tokenizer(
         transformers_logging.set_verbosity(verbosity)
 
 
+def _uses_byte_fallback(tokenizer) -> bool:
+    """Whether transformers' tokenizer turns characters outside the vocabulary into byte pieces. Its
+    fast (tokenizers) T5/UMT5 tokenizer, the one WanPipeline loads from tokenizer.json, does not: it
+    gives <unk> (one per run of unknown characters) even where spiece.model has byte fallback on."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:  # a slow tokenizer runs spiece.model itself
+        return True
+    return bool(json.loads(backend.to_str())["model"].get("byte_fallback", False))
+
+
+def _without_byte_fallback(model_bytes: bytes) -> bytes:
+    """spiece.model with byte fallback off: libsentencepiece then emits <unk> for a run of unknown
+    characters, as transformers' tokenizer does, instead of UTF-8 byte pieces. The byte pieces keep
+    their ids but become UNUSED (SentencePiece refuses BYTE pieces without byte fallback), so no
+    encoding produces them."""
+    model = sentencepiece_model_pb2.ModelProto()
+    model.ParseFromString(model_bytes)
+    model.trainer_spec.byte_fallback = False
+    for piece in model.pieces:
+        if piece.type == sentencepiece_model_pb2.ModelProto.SentencePiece.BYTE:
+            piece.type = sentencepiece_model_pb2.ModelProto.SentencePiece.UNUSED
+    return model.SerializeToString()
+
+
 def _checkpoint_tokenizer(folder: Path, model_bytes: bytes, processor: spm.SentencePieceProcessor,
                           tokenizer, text_vocab_size: int,
                           max_sequence_length: int) -> CheckpointTokenizer:
     model_path = folder / SENTENCEPIECE_FILE
+    if not _uses_byte_fallback(tokenizer):
+        model_bytes = _without_byte_fallback(model_bytes)
+        processor = load_processor(model_bytes)
     ids = {"pad_id": tokenizer.pad_token_id, "eos_id": tokenizer.eos_token_id,
            "unk_id": tokenizer.unk_token_id}
     for key, value in ids.items():
