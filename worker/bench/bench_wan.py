@@ -123,8 +123,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--vae-chunk", type=int, default=1, help="latent frames per VAE decoder call")
     parser.add_argument("--skip-text-encoder", action="store_true")
-    parser.add_argument("--texpr-fuser", action="store_true",
-                        help="let TorchScript fuse elementwise ops (NNC) on the GPU")
+    parser.add_argument("--no-texpr-fuser", dest="texpr_fuser", action="store_false",
+                        help="turn TorchScript's elementwise fuser (NNC) off; the worker has it on "
+                             "for CUDA")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -218,7 +219,7 @@ def main() -> int:
           f"(all models resident)", flush=True)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        suffix = "_fuser" if args.texpr_fuser else ""
+        suffix = "" if args.texpr_fuser else "_nofuser"
         (args.out / f"bench_wan_{args.model}{suffix}.json").write_text(json.dumps(result, indent=1))
     return 0
 
