@@ -126,6 +126,9 @@ def main() -> int:
     parser.add_argument("--no-texpr-fuser", dest="texpr_fuser", action="store_false",
                         help="turn TorchScript's elementwise fuser (NNC) off; the worker has it on "
                              "for CUDA")
+    parser.add_argument("--bundle", type=Path,
+                        help="load the modules from this bundle (e.g. radial_export --random "
+                             "wan2.1-t2v-14b) instead of building them in memory")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -152,14 +155,28 @@ def main() -> int:
 
     started = time.monotonic()
     text_encoder = None
-    if not args.skip_text_encoder:
-        text_encoder = build(lambda: UMT5EncoderModel(TextEncoderConfig()), dtype)
-    dit = build(lambda: WanTransformer3DModel(spec["dit"]), dtype)
-    vae = build(lambda: AutoencoderKLWanDecoder(VAEConfig(
-        latents_mean=LATENTS_MEAN, latents_std=LATENTS_STD, decode_chunk_frames=args.vae_chunk)), dtype)
+    if args.bundle:
+        # The bundle's TorchScript files, loaded as the worker loads them (torch::jit::load).
+        manifest = json.loads((args.bundle / "manifest.json").read_text())
+        result["bundle"] = {"path": str(args.bundle), "name": manifest["name"], "dtype": manifest["dtype"]}
+
+        def load(section):
+            return torch.jit.load(str(args.bundle / manifest[section]["file"]), map_location="cuda")
+        if not args.skip_text_encoder:
+            text_encoder = load("text_encoder")
+        dit, vae = load("dit"), load("vae")
+        how = f"loaded {manifest['name']} ({manifest['dtype']})"
+    else:
+        if not args.skip_text_encoder:
+            text_encoder = build(lambda: UMT5EncoderModel(TextEncoderConfig()), dtype)
+        dit = build(lambda: WanTransformer3DModel(spec["dit"]), dtype)
+        vae = build(lambda: AutoencoderKLWanDecoder(VAEConfig(
+            latents_mean=LATENTS_MEAN, latents_std=LATENTS_STD, decode_chunk_frames=args.vae_chunk)),
+            dtype)
+        how = "built and scripted"
     torch.cuda.synchronize()
     result["weights_gib"] = gib(torch.cuda.memory_allocated())
-    print(f"built and scripted in {time.monotonic() - started:.0f} s; weights on the GPU: "
+    print(f"{how} in {time.monotonic() - started:.0f} s; weights on the GPU: "
           f"{result['weights_gib']:.1f} GiB", flush=True)
 
     with torch.inference_mode():
@@ -219,7 +236,7 @@ def main() -> int:
           f"(all models resident)", flush=True)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        suffix = "" if args.texpr_fuser else "_nofuser"
+        suffix = ("" if args.texpr_fuser else "_nofuser") + ("_bundle" if args.bundle else "")
         (args.out / f"bench_wan_{args.model}{suffix}.json").write_text(json.dumps(result, indent=1))
     return 0
 

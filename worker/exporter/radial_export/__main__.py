@@ -2,6 +2,7 @@
 
     python -m radial_export --tiny --out DIR [--seed N]
     python -m radial_export --from PIPELINE_DIR --out DIR [--dtype bf16|fp16|fp32] [--name NAME]
+    python -m radial_export --random wan2.1-t2v-1.3b|wan2.1-t2v-14b --out DIR [--dtype ...] [--seed N]
 
 (`worker/exporter/radial-export` runs the same with the repository's .venv.)"""
 
@@ -42,12 +43,16 @@ def main(argv=None) -> int:
     source.add_argument("--from", dest="source", type=Path, metavar="PIPELINE_DIR",
                         help="a diffusers Wan2.1 text-to-video pipeline directory (model_index.json, "
                              "transformer/, text_encoder/, vae/, tokenizer/, scheduler/)")
+    source.add_argument("--random", metavar="PRESET",
+                        help="a published configuration (wan2.1-t2v-1.3b, wan2.1-t2v-14b) with seeded "
+                             "random weights, for timing at real sizes; its video is noise")
     parser.add_argument("--out", required=True, type=Path, help="bundle directory to write")
     parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"),
-                        help="weight dtype of a --from bundle (default bf16); --tiny is fp32")
+                        help="weight dtype of a --from or --random bundle (default bf16); --tiny is "
+                             "fp32")
     parser.add_argument("--name", help="the manifest's model name (--from; default: the pipeline "
                                        "directory's name)")
-    parser.add_argument("--seed", type=int, help="weight seed of --tiny (default 0)")
+    parser.add_argument("--seed", type=int, help="weight seed of --tiny or --random (default 0)")
     args = parser.parse_args(argv)
     started = time.monotonic()
     if args.tiny:
@@ -61,8 +66,21 @@ def main(argv=None) -> int:
         print(f"radial_export: wrote {manifest['name']} (seed {seed}) to {args.out} "
               f"in {time.monotonic() - started:.1f} s")
         return 0
+    if args.random is not None:
+        if args.name is not None:
+            parser.error("--name applies to --from; a --random bundle is named PRESET-random")
+        from .random_bundle import export_random
+        seed = 0 if args.seed is None else args.seed
+        try:
+            manifest = export_random(args.random, args.out, dtype=args.dtype or "bf16", seed=seed, log=_log)
+        except ExportError as error:
+            print(f"radial_export: error: {error}", file=sys.stderr)
+            return 2
+        print(f"radial_export: wrote {manifest['name']} ({manifest['dtype']}, seed {seed}) to "
+              f"{args.out} in {time.monotonic() - started:.1f} s")
+        return 0
     if args.seed is not None:
-        parser.error("--seed applies to --tiny; --from takes the checkpoint's weights")
+        parser.error("--seed applies to --tiny and --random; --from takes the checkpoint's weights")
     from .checkpoint import export_checkpoint
     try:
         manifest = export_checkpoint(args.source, args.out, dtype=args.dtype or "bf16",
