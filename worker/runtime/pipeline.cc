@@ -38,6 +38,11 @@ struct Pipeline::Impl {
   std::unique_ptr<Tokenizer> tokenizer;
   torch::jit::script::Module dit, text_encoder, vae;
 
+  // GPU work is asynchronous: a stage's time is only its own once the device has finished it.
+  void WaitForDevice() const {
+    if (device.is_cuda()) torch::cuda::synchronize(device.index());
+  }
+
   // [2 or 1, max_length, text_dim]: prompt first, negative prompt second when guiding.
   torch::Tensor EncodeText(const GenerationParams& params, bool guided, absl::Status& status) {
     std::vector<torch::Tensor> ids, masks;
@@ -149,6 +154,7 @@ absl::StatusOr<GenerationReport> Pipeline::Generate(const GenerationParams& para
     absl::Status status;
     const torch::Tensor context = impl.EncodeText(params, guided, status);
     if (!status.ok()) return status;
+    impl.WaitForDevice();
     report.text_encode_seconds = Seconds(start);
 
     // Denoising: x from seeded noise (drawn on the CPU, so a seed gives the same start on any device).
@@ -185,6 +191,7 @@ absl::StatusOr<GenerationReport> Pipeline::Generate(const GenerationParams& para
       latents = *std::move(next);
       progress(Stage::kDenoising, step + 1, params.steps);
     }
+    impl.WaitForDevice();
     report.denoise_seconds = Seconds(start);
 
     // Decode to frames in [-1, 1], then RGB24.

@@ -1,10 +1,12 @@
-// pipeline_trace: runs the C++ generation pipeline on a bundle and writes what the reference
-// comparison (tests/exporter/test_pipeline_parity.py) needs: the final latents and the decoded video
-// as raw little-endian float32 (latents.f32, video.f32) with their shapes in trace.json, and the
-// token ids of a list of prompts. A test tool, not part of the product.
+// pipeline_trace: runs the worker's generation pipeline once on a bundle, prints the timing report
+// as JSON, and with --out writes what the reference comparison (tests/exporter/
+// test_pipeline_parity.py) needs: the final latents and the decoded video as raw little-endian
+// float32 (latents.f32, video.f32) with their shapes and the report in trace.json, and the token
+// ids of a list of prompts. A developer tool, not part of the service.
 //
-//   pipeline_trace --bundle DIR --out DIR --prompt P --negative-prompt N --width W --height H
-//                  --frames F --steps S --guidance G --seed X [--dense 0|1] [--prompts-json FILE]
+//   pipeline_trace --bundle DIR [--device cpu|cuda] [--out DIR] --prompt P [--negative-prompt N]
+//                  --width W --height H --frames F --steps S --guidance G --seed X
+//                  [--dense 0|1] [--dense-steps N] [--prompts-json FILE]
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -24,8 +26,9 @@ using radial::worker::GenerationParams;
 using radial::worker::Pipeline;
 
 constexpr char kUsage[] =
-    "usage: pipeline_trace --bundle DIR --out DIR --prompt P [--negative-prompt N] --width W --height H\n"
-    "                      --frames F --steps S --guidance G --seed X [--dense 0|1] [--prompts-json FILE]\n";
+    "usage: pipeline_trace --bundle DIR [--device cpu|cuda] [--out DIR] --prompt P [--negative-prompt N]\n"
+    "                      --width W --height H --frames F --steps S --guidance G --seed X [--dense 0|1]\n"
+    "                      [--dense-steps N] [--prompts-json FILE]\n";
 
 int Fail(const std::string& message) {
   std::cerr << "pipeline_trace: " << message << "\n";
@@ -35,9 +38,9 @@ int Fail(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string bundle, out, guidance = "0", prompts_json;
+  std::string bundle, out, guidance = "0", prompts_json, device = "cpu";
   GenerationParams params;
-  int64_t dense = 1;
+  int64_t dense = 1, dense_steps = -1;
   const auto integer = [](int64_t* target) {
     return radial::common::IntegerFlag(0, 1 << 30, [target](int64_t v) { *target = v; });
   };
@@ -46,6 +49,8 @@ int main(int argc, char** argv) {
           argc, argv,
           {{"--bundle", radial::common::StringFlag(&bundle)},
            {"--out", radial::common::StringFlag(&out)},
+           {"--device", radial::common::StringFlag(&device)},
+           {"--dense-steps", integer(&dense_steps)},
            {"--prompt", radial::common::StringFlag(&params.prompt)},
            {"--negative-prompt", radial::common::StringFlag(&params.negative_prompt)},
            {"--width", integer(&params.width)},
@@ -59,15 +64,16 @@ int main(int argc, char** argv) {
           kUsage, std::cout, std::cerr)) {
     return *status;
   }
-  if (bundle.empty() || out.empty()) return Fail("--bundle and --out are required");
+  if (bundle.empty()) return Fail("--bundle is required");
   params.guidance = std::stod(guidance);
   params.seed = static_cast<uint64_t>(seed);
   params.dense = dense != 0;
 
-  auto pipeline = Pipeline::Load(bundle, "cpu");
+  auto pipeline = Pipeline::Load(bundle, device);
   if (!pipeline.ok()) return Fail(std::string(pipeline.status().message()));
   const auto& manifest = (*pipeline)->manifest();
   params.radial = manifest.radial;
+  if (dense_steps >= 0) params.radial.dense_steps = dense_steps;
 
   nlohmann::json trace;
   if (!prompts_json.empty()) {
@@ -85,15 +91,27 @@ int main(int argc, char** argv) {
 
   GenerationCallbacks callbacks;
   callbacks.frame = [](const uint8_t*, int64_t) { return absl::OkStatus(); };
-  callbacks.inspect = [&](const std::string& name, const std::vector<int64_t>& shape, const float* data) {
-    int64_t count = 1;
-    for (int64_t size : shape) count *= size;
-    std::ofstream file(out + "/" + name + ".f32", std::ios::binary);
-    file.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(count * sizeof(float)));
-    trace[name] = shape;
-  };
+  if (!out.empty()) {
+    callbacks.inspect = [&](const std::string& name, const std::vector<int64_t>& shape, const float* data) {
+      int64_t count = 1;
+      for (int64_t size : shape) count *= size;
+      std::ofstream file(out + "/" + name + ".f32", std::ios::binary);
+      file.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(count * sizeof(float)));
+      trace[name] = shape;
+    };
+  }
   const auto report = (*pipeline)->Generate(params, callbacks);
   if (!report.ok()) return Fail(std::string(report.status().message()));
-  std::ofstream(out + "/trace.json") << trace.dump(1) << "\n";
+  trace["report"] = {{"device", (*pipeline)->device_name()},
+                     {"text_encode_seconds", report->text_encode_seconds},
+                     {"denoise_seconds", report->denoise_seconds},
+                     {"decode_seconds", report->decode_seconds},
+                     {"mask_density", report->mask_density},
+                     {"radial_fell_back", report->radial_fell_back},
+                     {"steps", params.steps},
+                     {"dense", params.dense},
+                     {"dense_steps", params.radial.dense_steps}};
+  std::cout << trace["report"].dump() << "\n";
+  if (!out.empty()) std::ofstream(out + "/trace.json") << trace.dump(1) << "\n";
   return 0;
 }
