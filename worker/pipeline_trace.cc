@@ -6,7 +6,10 @@
 //
 //   pipeline_trace --bundle DIR [--device cpu|cuda] [--out DIR] --prompt P [--negative-prompt N]
 //                  --width W --height H --frames F --steps S --guidance G --seed X
-//                  [--dense 0|1] [--dense-steps N] [--prompts-json FILE]
+//                  [--dense 0|1] [--dense-steps N] [--repeat N] [--prompts-json FILE]
+//
+// --repeat runs the same generation N times in the process and prints a report per run: the first
+// includes TorchScript's one-time work (profiling runs, fusion compiles) for this shape.
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -28,7 +31,7 @@ using radial::worker::Pipeline;
 constexpr char kUsage[] =
     "usage: pipeline_trace --bundle DIR [--device cpu|cuda] [--out DIR] --prompt P [--negative-prompt N]\n"
     "                      --width W --height H --frames F --steps S --guidance G --seed X [--dense 0|1]\n"
-    "                      [--dense-steps N] [--prompts-json FILE]\n";
+    "                      [--dense-steps N] [--repeat N] [--prompts-json FILE]\n";
 
 int Fail(const std::string& message) {
   std::cerr << "pipeline_trace: " << message << "\n";
@@ -40,7 +43,7 @@ int Fail(const std::string& message) {
 int main(int argc, char** argv) {
   std::string bundle, out, guidance = "0", prompts_json, device = "cpu";
   GenerationParams params;
-  int64_t dense = 1, dense_steps = -1;
+  int64_t dense = 1, dense_steps = -1, repeat = 1;
   const auto integer = [](int64_t* target) {
     return radial::common::IntegerFlag(0, 1 << 30, [target](int64_t v) { *target = v; });
   };
@@ -51,6 +54,7 @@ int main(int argc, char** argv) {
            {"--out", radial::common::StringFlag(&out)},
            {"--device", radial::common::StringFlag(&device)},
            {"--dense-steps", integer(&dense_steps)},
+           {"--repeat", radial::common::IntegerFlag(1, 100, [&](int64_t v) { repeat = v; })},
            {"--prompt", radial::common::StringFlag(&params.prompt)},
            {"--negative-prompt", radial::common::StringFlag(&params.negative_prompt)},
            {"--width", integer(&params.width)},
@@ -100,18 +104,21 @@ int main(int argc, char** argv) {
       trace[name] = shape;
     };
   }
-  const auto report = (*pipeline)->Generate(params, callbacks);
-  if (!report.ok()) return Fail(std::string(report.status().message()));
-  trace["report"] = {{"device", (*pipeline)->device_name()},
-                     {"text_encode_seconds", report->text_encode_seconds},
-                     {"denoise_seconds", report->denoise_seconds},
-                     {"decode_seconds", report->decode_seconds},
-                     {"mask_density", report->mask_density},
-                     {"radial_fell_back", report->radial_fell_back},
-                     {"steps", params.steps},
-                     {"dense", params.dense},
-                     {"dense_steps", params.radial.dense_steps}};
-  std::cout << trace["report"].dump() << "\n";
+  for (int64_t run = 0; run < repeat; ++run) {
+    const auto report = (*pipeline)->Generate(params, callbacks);
+    if (!report.ok()) return Fail(std::string(report.status().message()));
+    trace["report"] = {{"run", run + 1},
+                       {"device", (*pipeline)->device_name()},
+                       {"text_encode_seconds", report->text_encode_seconds},
+                       {"denoise_seconds", report->denoise_seconds},
+                       {"decode_seconds", report->decode_seconds},
+                       {"mask_density", report->mask_density},
+                       {"radial_fell_back", report->radial_fell_back},
+                       {"steps", params.steps},
+                       {"dense", params.dense},
+                       {"dense_steps", params.radial.dense_steps}};
+    std::cout << trace["report"].dump() << std::endl;
+  }
   if (!out.empty()) std::ofstream(out + "/trace.json") << trace.dump(1) << "\n";
   return 0;
 }
