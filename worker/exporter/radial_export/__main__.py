@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Callable, Dict
 
 from .errors import ExportError
 
@@ -71,27 +72,26 @@ def main(argv=None) -> int:
             parser.error("--name applies to --from; a --random bundle is named PRESET-random")
         from .random_bundle import export_random
         seed = 0 if args.seed is None else args.seed
-        try:
-            manifest = export_random(args.random, args.out, dtype=args.dtype or "bf16", seed=seed, log=_log)
-        except ExportError as error:
-            print(f"radial_export: error: {error}", file=sys.stderr)
-            return 2
-        print(f"radial_export: wrote {manifest['name']} ({manifest['dtype']}, seed {seed}) to "
-              f"{args.out} in {time.monotonic() - started:.1f} s")
-        return 0
+        return _export(lambda: export_random(args.random, args.out, dtype=args.dtype or "bf16",
+                                             seed=seed, log=_log),
+                       lambda m: f"{m['name']} ({m['dtype']}, seed {seed}) to {args.out}", started)
     if args.seed is not None:
         parser.error("--seed applies to --tiny and --random; --from takes the checkpoint's weights")
     from .checkpoint import export_checkpoint
+    return _export(lambda: export_checkpoint(args.source, args.out, dtype=args.dtype or "bf16",
+                                             name=args.name, log=_log),
+                   lambda m: f"{m['name']} ({m['dtype']}) from {args.source} to {args.out}", started)
+
+
+def _export(run: Callable[[], Dict], describe: Callable[[Dict], str], started: float) -> int:
+    """Runs an export; input errors are one line on stderr and exit status 2."""
     try:
-        manifest = export_checkpoint(args.source, args.out, dtype=args.dtype or "bf16",
-                                     name=args.name, log=_log)
+        manifest = run()
     except ExportError as error:
         print(f"radial_export: error: {error}", file=sys.stderr)
         return 2
-    print(f"radial_export: wrote {manifest['name']} ({manifest['dtype']}) from {args.source} to "
-          f"{args.out} in {time.monotonic() - started:.1f} s")
+    print(f"radial_export: wrote {describe(manifest)} in {time.monotonic() - started:.1f} s")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
