@@ -26,25 +26,15 @@ from pathlib import Path
 
 import torch
 
-from radial_export.dit import DiTConfig, WanTransformer3DModel
+from radial_export.dit import WanTransformer3DModel
 from radial_export.ops import load_radial_ops
-from radial_export.text_encoder import TextEncoderConfig, UMT5EncoderModel
+from radial_export.random_bundle import LATENTS_MEAN, LATENTS_STD, PRESETS
+from radial_export.text_encoder import UMT5EncoderModel
 from radial_export.vae import AutoencoderKLWanDecoder, VAEConfig
 
-# AutoencoderKLWan's published latent statistics (diffusers' defaults for Wan2.1).
-LATENTS_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508, 0.4134, -0.0715,
-                0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)
-LATENTS_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743, 3.2687, 2.1526, 2.8652,
-               1.5579, 1.6382, 1.1253, 2.8251, 1.916)
-
-# The published transformer configs (Wan2.1-T2V-1.3B-Diffusers, Wan2.1-T2V-14B-Diffusers) and the
-# sizes the issue names; decay 0.2 and sink on are Radial Attention's Wan settings.
-MODELS = {
-    "1.3b": {"dit": DiTConfig(num_attention_heads=12, attention_head_dim=128, ffn_dim=8960, num_layers=30),
-             "size": (480, 832, 81)},
-    "14b": {"dit": DiTConfig(num_attention_heads=40, attention_head_dim=128, ffn_dim=13824, num_layers=40),
-            "size": (768, 1280, 69)},
-}
+# The sizes the issue names for each published configuration (random_bundle.PRESETS); decay 0.2 and
+# sink on are Radial Attention's Wan settings.
+SIZES = {"1.3b": (480, 832, 81), "14b": (768, 1280, 69)}
 
 SELF_ATTENTION_KERNELS = ("AttentionSm90Kernel", "RadialAttentionSm80Kernel")
 CROSS_ATTENTION_MARKERS = ("flash", "fmha", "cudnn", "attention", "sdpa")
@@ -112,7 +102,7 @@ def build(factory, dtype):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=sorted(MODELS), required=True)
+    parser.add_argument("--model", choices=sorted(SIZES), required=True)
     parser.add_argument("--size", type=int, nargs=3, metavar=("HEIGHT", "WIDTH", "FRAMES"))
     parser.add_argument("--decay", type=float, default=0.2)
     parser.add_argument("--no-sink", action="store_true")
@@ -137,8 +127,8 @@ def main() -> int:
     torch._C._jit_set_texpr_fuser_enabled(args.texpr_fuser)
     torch.manual_seed(0)
     dtype = torch.bfloat16
-    spec = MODELS[args.model]
-    height, width, frames = args.size or spec["size"]
+    preset = PRESETS[f"wan2.1-t2v-{args.model}"]
+    height, width, frames = args.size or SIZES[args.model]
     latent_shape = (16, (frames - 1) // 4 + 1, height // 8, width // 8)
     tokens = latent_shape[1] * (latent_shape[2] // 2) * (latent_shape[3] // 2)
     sink = not args.no_sink
@@ -168,8 +158,8 @@ def main() -> int:
         how = f"loaded {manifest['name']} ({manifest['dtype']})"
     else:
         if not args.skip_text_encoder:
-            text_encoder = build(lambda: UMT5EncoderModel(TextEncoderConfig()), dtype)
-        dit = build(lambda: WanTransformer3DModel(spec["dit"]), dtype)
+            text_encoder = build(lambda: UMT5EncoderModel(preset["text_encoder"]), dtype)
+        dit = build(lambda: WanTransformer3DModel(preset["dit"]), dtype)
         vae = build(lambda: AutoencoderKLWanDecoder(VAEConfig(
             latents_mean=LATENTS_MEAN, latents_std=LATENTS_STD, decode_chunk_frames=args.vae_chunk)),
             dtype)
