@@ -6,6 +6,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "radial/common/utf8.h"
 
 namespace radial::server {
 namespace {
@@ -13,39 +14,12 @@ namespace {
 using v1::GenerateRequest;
 using v1::ModelInfo;
 
-// Number of UTF-8 code points in text, or -1 when it is not valid UTF-8.
-int64_t Utf8Length(const std::string& text) {
-  int64_t count = 0;
-  for (size_t i = 0; i < text.size();) {
-    const auto lead = static_cast<unsigned char>(text[i]);
-    size_t width;
-    if (lead < 0x80) {
-      width = 1;
-    } else if ((lead >> 5) == 0x6) {
-      width = 2;
-    } else if ((lead >> 4) == 0xE) {
-      width = 3;
-    } else if ((lead >> 3) == 0x1E) {
-      width = 4;
-    } else {
-      return -1;
-    }
-    if (i + width > text.size()) return -1;
-    for (size_t k = 1; k < width; ++k) {
-      if ((static_cast<unsigned char>(text[i + k]) >> 6) != 0x2) return -1;
-    }
-    i += width;
-    ++count;
-  }
-  return count;
-}
-
 absl::Status Invalid(const std::string& field, const std::string& got, const std::string& expected) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": got ", got, ", expected ", expected));
 }
 
 absl::Status CheckText(const std::string& field, const std::string& text, uint32_t max_chars, bool required) {
-  const int64_t length = Utf8Length(text);
+  const int64_t length = common::Utf8Length(text);
   if (length < 0) return Invalid(field, "bytes that are not valid UTF-8", "UTF-8 text");
   const std::string range = absl::StrCat(required ? 1 : 0, " to ", max_chars, " characters");
   if (required && length == 0) return Invalid(field, "an empty string", range);

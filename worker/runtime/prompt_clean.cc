@@ -2,8 +2,9 @@
 
 #include <array>
 #include <cstdint>
-#include <optional>
 #include <utility>
+
+#include "radial/common/utf8.h"
 
 namespace radial::worker {
 namespace {
@@ -26,30 +27,6 @@ void AppendUtf8(char32_t c, std::string& out) {
     out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
     out += static_cast<char>(0x80 | (c & 0x3F));
   }
-}
-
-// The code point starting at text[i] and its length in bytes; nullopt for an invalid sequence.
-std::optional<std::pair<char32_t, size_t>> DecodeUtf8(std::string_view text, size_t i) {
-  const auto byte = [&](size_t k) { return static_cast<uint8_t>(text[k]); };
-  const uint8_t lead = byte(i);
-  size_t length = 0;
-  char32_t c = 0;
-  if (lead < 0x80) return std::pair{char32_t{lead}, size_t{1}};
-  if ((lead & 0xE0) == 0xC0) {
-    length = 2, c = lead & 0x1F;
-  } else if ((lead & 0xF0) == 0xE0) {
-    length = 3, c = lead & 0x0F;
-  } else if ((lead & 0xF8) == 0xF0) {
-    length = 4, c = lead & 0x07;
-  } else {
-    return std::nullopt;
-  }
-  if (i + length > text.size()) return std::nullopt;
-  for (size_t k = 1; k < length; ++k) {
-    if ((byte(i + k) & 0xC0) != 0x80) return std::nullopt;
-    c = (c << 6) | (byte(i + k) & 0x3F);
-  }
-  return std::pair{c, length};
 }
 
 // Python's str.isspace().
@@ -122,7 +99,7 @@ std::string CollapseWhitespace(std::string_view text) {
   out.reserve(text.size());
   bool pending_space = false;
   for (size_t i = 0; i < text.size();) {
-    const auto decoded = DecodeUtf8(text, i);
+    const auto decoded = common::DecodeUtf8(text, i);
     const size_t length = decoded ? decoded->second : 1;
     if (decoded && IsSpace(decoded->first)) {
       pending_space = !out.empty();
