@@ -1,6 +1,8 @@
 // radial-worker: loads a model bundle and serves jobs for radial-scheduler.
 #include <spdlog/spdlog.h>
 
+#include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
@@ -24,7 +26,8 @@ constexpr char kUsage[] =
     "  --x264-threads  encoder threads; 1 (default) gives the same bytes on any machine\n"
     "  RADIAL_LOG_LEVEL trace, debug, info (default), warn, error\n";
 
-radial::worker::WorkerClient* client = nullptr;
+// Set by SIGINT/SIGTERM; a signal handler may do no more (WorkerClient::Stop takes a mutex).
+volatile std::sig_atomic_t stop_requested = 0;
 
 }  // namespace
 
@@ -52,10 +55,17 @@ int main(int argc, char** argv) {
     return 1;
   }
   radial::worker::WorkerClient worker(options, **pipeline);
-  client = &worker;
-  std::signal(SIGINT, [](int) { client->Stop(); });
-  std::signal(SIGTERM, [](int) { client->Stop(); });
-  const absl::Status status = worker.Run();
+  std::signal(SIGINT, [](int) { stop_requested = 1; });
+  std::signal(SIGTERM, [](int) { stop_requested = 1; });
+  absl::Status status;
+  std::atomic<bool> finished = false;
+  std::thread runner([&] {
+    status = worker.Run();
+    finished = true;
+  });
+  while (!stop_requested && !finished) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  if (!finished) worker.Stop();
+  runner.join();
   if (!status.ok()) {
     spdlog::error("radial-worker: {}", std::string(status.message()));
     return 1;
