@@ -50,11 +50,9 @@ Scheduler::Scheduler(SchedulerOptions options, std::unique_ptr<JobStore> store)
   for (v1::Job& job : *unfinished) {
     JobRecord record;
     record.job = std::move(job);
-    record.job.set_state(v1::JOB_STATE_QUEUED);
-    record.job.clear_progress();
     record.sequence = next_sequence_++;
     const std::string id = record.job.id();
-    queue_.Push(id, record.job.request().priority(), record.sequence, /*over_capacity=*/true);
+    Requeue(record);
     spdlog::info("job_id={} requeued from the store", id);
     jobs_.emplace(id, std::move(record));
   }
@@ -256,8 +254,11 @@ void Scheduler::WorkerMessage(WorkerLink* link, const v1::WorkerMessage& message
       spdlog::warn("job_id={} message from worker {} ignored: the job is not running there", job_id, worker->second.id);
       return;
     }
+    // Only a job's end frees a worker slot, so only then can anything more be dispatched.
+    bool ended = true;
     switch (message.message_case()) {
       case v1::WorkerMessage::kProgress:
+        ended = false;
         *record->job.mutable_progress() = message.progress().progress();
         ++record->progress_updates;
         Changed(*record, wakeups);
@@ -280,6 +281,7 @@ void Scheduler::WorkerMessage(WorkerLink* link, const v1::WorkerMessage& message
         }
         record->video += chunk.data();
         Changed(*record, wakeups);
+        ended = false;
         break;
       }
       case v1::WorkerMessage::kDone: {
@@ -303,7 +305,7 @@ void Scheduler::WorkerMessage(WorkerLink* link, const v1::WorkerMessage& message
       default:
         break;
     }
-    Dispatch();
+    if (ended) Dispatch();
   }
   WakeAll(wakeups);
 }
@@ -325,14 +327,11 @@ void Scheduler::WorkerGone(WorkerLink* link, const std::string& reason) {
       if (record.cancel_requested) {
         Finish(record, v1::JOB_STATE_CANCELLED, kCodeCancelled, "cancelled by a client while running", wakeups);
       } else if (attempt < options_.max_attempts) {
-        record.job.set_state(v1::JOB_STATE_QUEUED);
-        record.job.clear_progress();
-        record.job.mutable_progress()->set_stage(v1::STAGE_QUEUED);
         record.video.clear();
         ++record.restarts;
         record.restart_reason = absl::StrCat("worker ", worker_id, " disconnected (", reason, ") during attempt ",
                                              attempt, " of ", options_.max_attempts);
-        queue_.Push(job_id, record.job.request().priority(), record.sequence, /*over_capacity=*/true);
+        Requeue(record);
         spdlog::warn("job_id={} requeued: {}", job_id, record.restart_reason);
         Persist(record);
         Changed(record, wakeups);
@@ -370,6 +369,13 @@ v1::Job Scheduler::View(const JobRecord& record) const {
   job.set_queue_position(static_cast<uint32_t>(queue_.Position(job.id()).value_or(0)));
   job.set_bytes_produced(record.video.size());
   return job;
+}
+
+void Scheduler::Requeue(JobRecord& record) {
+  record.job.set_state(v1::JOB_STATE_QUEUED);
+  record.job.clear_progress();
+  record.job.mutable_progress()->set_stage(v1::STAGE_QUEUED);
+  queue_.Push(record.job.id(), record.job.request().priority(), record.sequence, /*over_capacity=*/true);
 }
 
 void Scheduler::Dispatch() {

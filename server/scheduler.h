@@ -123,6 +123,8 @@ class Scheduler {
   JobRecord* FindJob(const std::string& job_id);
   v1::Job View(const JobRecord& record) const;
   void Dispatch();
+  // Puts the job back in the queue, QUEUED with no progress, at its old place (its sequence).
+  void Requeue(JobRecord& record);
   void Finish(JobRecord& record, v1::JobState state, int code, const std::string& message, Wakeups& wakeups);
   void Changed(JobRecord& record, Wakeups& wakeups);
   void Persist(const JobRecord& record);
