@@ -284,20 +284,7 @@ absl::Status Fmp4Encoder::Finish() {
     return absl::FailedPreconditionError("Fmp4Encoder::Finish: no frame was added");
   }
   if (absl::Status status = EncodeAndMux(nullptr); !status.ok()) return Fail(status);
-  // The last fragment: cut it, then let the muxer finish (with skip_trailer it adds no mfra, but
-  // anything it does write still belongs to the stream and goes out with the last chunk).
-  if (int err = av_write_frame(muxer_.get(), nullptr); err < 0) {
-    return Fail(AvErrorStatus("flush the last fragment (av_write_frame)", err));
-  }
-  if (int err = av_write_trailer(muxer_.get()); err < 0) {
-    return Fail(AvErrorStatus("write the mp4 trailer (av_write_trailer)", err));
-  }
-  avio_flush(io_.get());
-  if (io_->error < 0) return Fail(AvErrorStatus("write the last fragment", io_->error));
-  ++fragments_emitted_;
-  if (absl::Status status = EmitPending(Chunk::Kind::kFragment, /*last=*/true); !status.ok()) {
-    return Fail(status);
-  }
+  if (absl::Status status = FlushFragment(/*last=*/true); !status.ok()) return Fail(status);
   state_ = State::kFinished;
   return absl::OkStatus();
 }
@@ -334,6 +321,13 @@ absl::Status Fmp4Encoder::EncodeAndMux(AVFrame* frame) {
 absl::Status Fmp4Encoder::FlushFragment(bool last) {
   if (int err = av_write_frame(muxer_.get(), nullptr); err < 0) {
     return AvErrorStatus("cut a fragment (av_write_frame)", err);
+  }
+  // After the last fragment the muxer finishes (with skip_trailer it adds no mfra, but anything it
+  // does write still belongs to the stream and goes out with the last chunk).
+  if (last) {
+    if (int err = av_write_trailer(muxer_.get()); err < 0) {
+      return AvErrorStatus("write the mp4 trailer (av_write_trailer)", err);
+    }
   }
   avio_flush(io_.get());
   if (io_->error < 0) return AvErrorStatus("write a fragment", io_->error);

@@ -127,7 +127,8 @@ class Fmp4Encoder {
   absl::Status Open();
   // Sends the frame (nullptr: drain) to x264 and muxes every packet it returns.
   absl::Status EncodeAndMux(AVFrame* frame);
-  // Closes the current fragment in the muxer and sends its bytes.
+  // Closes the current fragment in the muxer and sends its bytes; `last` also finishes the muxer
+  // (trailer) and marks the final chunk.
   absl::Status FlushFragment(bool last);
   // Sends what the muxer wrote since the last call as chunks of at most max_chunk_bytes.
   absl::Status EmitPending(Chunk::Kind kind, bool last);

@@ -44,15 +44,13 @@ struct Pipeline::Impl {
   }
 
   // [2 or 1, max_length, text_dim]: prompt first, negative prompt second when guiding.
-  torch::Tensor EncodeText(const GenerationParams& params, bool guided, absl::Status& status) {
+  absl::StatusOr<torch::Tensor> EncodeText(const GenerationParams& params, bool guided) {
+    std::vector<std::string> texts = {params.prompt};
+    if (guided) texts.push_back(params.negative_prompt);
     std::vector<torch::Tensor> ids, masks;
-    for (const std::string* text : {&params.prompt, &params.negative_prompt}) {
-      if (text == &params.negative_prompt && !guided) break;
-      auto tokens = tokenizer->Encode(CleanPrompt(*text));
-      if (!tokens.ok()) {
-        status = tokens.status();
-        return {};
-      }
+    for (const std::string& text : texts) {
+      auto tokens = tokenizer->Encode(CleanPrompt(text));
+      if (!tokens.ok()) return tokens.status();
       ids.push_back(torch::tensor(tokens->ids, torch::kLong));
       masks.push_back(torch::tensor(tokens->mask, torch::kLong));
     }
@@ -151,9 +149,9 @@ absl::StatusOr<GenerationReport> Pipeline::Generate(const GenerationParams& para
     // Text.
     auto start = Clock::now();
     progress(Stage::kEncodingText, 0, 0);
-    absl::Status status;
-    const torch::Tensor context = impl.EncodeText(params, guided, status);
-    if (!status.ok()) return status;
+    const absl::StatusOr<torch::Tensor> encoded = impl.EncodeText(params, guided);
+    if (!encoded.ok()) return encoded.status();
+    const torch::Tensor& context = *encoded;
     impl.WaitForDevice();
     report.text_encode_seconds = Seconds(start);
 
