@@ -27,19 +27,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .dit import DiTConfig, WanTransformer3DModel
+from .dit import WanTransformer3DModel
+from .random_bundle import LATENTS_MEAN, LATENTS_STD, PRESETS
 from .text_encoder import TextEncoderConfig, UMT5EncoderModel
 from .tokenizer import train_sentencepiece
 from .vae import AutoencoderKLWanDecoder, VAEConfig
 from .weights import build_on_meta, expected_tensors
 
-# Published sizes (Wan2.1-T2V-*-Diffusers transformer/config.json and scheduler flow_shift).
-MODELS = {"1.3b": {"heads": 12, "ffn_dim": 8960, "layers": 30, "flow_shift": 3.0},
-          "14b": {"heads": 40, "ffn_dim": 13824, "layers": 40, "flow_shift": 5.0}}
-LATENTS_MEAN = [-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508, 0.4134, -0.0715,
-                0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921]
-LATENTS_STD = [2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743, 3.2687, 2.1526, 2.8652,
-               1.5579, 1.6382, 1.1253, 2.8251, 1.916]
+# The published configurations (random_bundle.PRESETS), by the short name this command takes.
+MODELS = {"1.3b": PRESETS["wan2.1-t2v-1.3b"], "14b": PRESETS["wan2.1-t2v-14b"]}
 SHARD_BYTES = 5 * 10 ** 9
 PEAK_PROBE = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
@@ -88,9 +84,8 @@ def write_component(folder: Path, factory, stem: str, seed: int) -> int:
 def write_pipeline(directory: Path, model: str, text: TextEncoderConfig = TextEncoderConfig()) -> dict:
     """`text` defaults to UMT5-XXL (the published text encoder of both sizes)."""
     spec = MODELS[model]
-    dit = DiTConfig(num_attention_heads=spec["heads"], attention_head_dim=128, ffn_dim=spec["ffn_dim"],
-                    num_layers=spec["layers"])
-    vae = VAEConfig(latents_mean=tuple(LATENTS_MEAN), latents_std=tuple(LATENTS_STD))
+    dit = spec["dit"]
+    vae = VAEConfig(latents_mean=LATENTS_MEAN, latents_std=LATENTS_STD)
     write_json(directory / "model_index.json", {
         "_class_name": "WanPipeline", "_diffusers_version": "0.33.0.dev0",
         "scheduler": ["diffusers", "UniPCMultistepScheduler"],
@@ -113,10 +108,10 @@ def write_pipeline(directory: Path, model: str, text: TextEncoderConfig = TextEn
         "vocab_size": text.vocab_size})
     write_json(directory / "vae" / "config.json", {
         "_class_name": "AutoencoderKLWan", "attn_scales": [], "base_dim": 96, "dim_mult": [1, 2, 4, 4],
-        "dropout": 0.0, "latents_mean": LATENTS_MEAN, "latents_std": LATENTS_STD,
+        "dropout": 0.0, "latents_mean": list(LATENTS_MEAN), "latents_std": list(LATENTS_STD),
         "num_res_blocks": 2, "temperal_downsample": [False, True, True], "z_dim": 16})
     write_json(directory / "scheduler" / "scheduler_config.json", {
-        "_class_name": "UniPCMultistepScheduler", "flow_shift": spec["flow_shift"],
+        "_class_name": "UniPCMultistepScheduler", "flow_shift": spec["shift"],
         "num_train_timesteps": 1000, "prediction_type": "flow_prediction", "solver_order": 2,
         "use_flow_sigmas": True})
     tokenizer_dir = directory / "tokenizer"
