@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .bundle import bundle_manifest, write_bundle
-from .dit import WanRotaryPosEmbed, WanTransformer3DModel
+from .dit import WanTransformer3DModel
 from .errors import ExportError
 from .pipeline_config import PipelineSpec, read_pipeline
 from .text_encoder import UMT5EncoderModel
@@ -62,6 +62,13 @@ RADIAL = {"decay": 0.2, "sink": True, "block": 128, "dense_layers": 1, "dense_st
           "dense_last_steps": 0}
 
 
+def parse_dtype(dtype: str) -> Tuple[torch.dtype, str]:
+    """--dtype's value -> (torch dtype, the manifest's name for it)."""
+    if dtype not in DTYPES:
+        raise ExportError(f"--dtype: got {dtype!r}, expected one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
 def _float32_where(parts: frozenset, dtype: torch.dtype) -> Callable[[str], torch.dtype]:
     def dtype_for(name: str) -> torch.dtype:
         return torch.float32 if parts.intersection(name.split(".")) else dtype
@@ -76,35 +83,22 @@ class Component:
     factory: Callable[[], nn.Module]
     dtype_for: Callable[[str], torch.dtype]
     ignore_prefixes: Tuple[str, ...] = ()
-    # Sets the module's non-persistent buffers (not in checkpoints) after a meta-device build.
-    compute_buffers: Optional[Callable[[nn.Module], None]] = None
 
     def build_meta(self) -> nn.Module:
-        module = build_on_meta(self.factory)
-        if self.compute_buffers is not None:
-            self.compute_buffers(module)
-        return module
+        return build_on_meta(self.factory)
 
 
 def components(spec: PipelineSpec, dtype: torch.dtype) -> List[Component]:
     dit, vae = spec.dit, spec.vae
-
-    def dit_buffers(module: nn.Module) -> None:
-        module.rope = WanRotaryPosEmbed(dit.attention_head_dim, dit.patch_size, dit.rope_max_seq_len)
-
-    def vae_buffers(module: nn.Module) -> None:
-        module.latents_mean = torch.tensor(vae.latents_mean, dtype=torch.float32)
-        module.latents_std = torch.tensor(vae.latents_std, dtype=torch.float32)
-
     text_dtype_for = (_float32_where(TEXT_ENCODER_FLOAT16_FLOAT32_PARTS, dtype)
                       if dtype == torch.float16 else (lambda name: dtype))
     return [
         Component("dit", "transformer", lambda: WanTransformer3DModel(dit),
-                  _float32_where(DIT_FLOAT32_PARTS, dtype), compute_buffers=dit_buffers),
+                  _float32_where(DIT_FLOAT32_PARTS, dtype)),
         Component("text_encoder", "text_encoder", lambda: UMT5EncoderModel(spec.text_encoder),
                   text_dtype_for),
         Component("vae", "vae", lambda: AutoencoderKLWanDecoder(vae), lambda name: dtype,
-                  ignore_prefixes=VAE_UNUSED_PREFIXES, compute_buffers=vae_buffers),
+                  ignore_prefixes=VAE_UNUSED_PREFIXES),
     ]
 
 
@@ -158,9 +152,7 @@ def export_checkpoint(source: Path, out_dir: Path, dtype: str = "bf16", name: Op
     """Writes the bundle of the diffusers pipeline directory `source` into out_dir and returns its
     manifest. Raises ExportError, before writing anything, for configs, tensors or tokenizer files
     the bundle cannot represent."""
-    if dtype not in DTYPES:
-        raise ExportError(f"--dtype: got {dtype!r}, expected one of {', '.join(DTYPES)}")
-    torch_dtype, dtype_name = DTYPES[dtype]
+    torch_dtype, dtype_name = parse_dtype(dtype)
     spec = read_pipeline(Path(source))
     tokenizer = read_checkpoint_tokenizer(spec.folder("tokenizer"), spec.text_encoder.vocab_size)
     for line in tokenizer.rule_mismatches:

@@ -50,9 +50,10 @@ def rope_split(head_dim: int) -> Tuple[int, int, int]:
 
 def rope_table(dim: int, positions: int, theta: float) -> Tuple[Tensor, Tensor]:
     """cos and sin of position * frequency for one axis, each frequency repeated for the two channels
-    of its rotation pair: [positions, dim]. Computed in float64, returned as float32."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
-    angles = torch.outer(torch.arange(positions, dtype=torch.float64), inv_freq)
+    of its rotation pair: [positions, dim]. Computed in float64 on the CPU (also when the module is
+    built on the meta device: the tables are never loaded from a checkpoint), returned as float32."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float64, device="cpu") / dim))
+    angles = torch.outer(torch.arange(positions, dtype=torch.float64, device="cpu"), inv_freq)
     cos = angles.cos().repeat_interleave(2, dim=1).float()
     sin = angles.sin().repeat_interleave(2, dim=1).float()
     return cos, sin

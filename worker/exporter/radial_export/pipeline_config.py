@@ -87,26 +87,20 @@ class _Config:
         return ExportError(f"{self.path}: {key}: got {json.dumps(value)}, expected {expected}")
 
     def integer(self, key: str, default: Optional[int] = None, minimum: int = 1) -> int:
-        value = self.values.get(key, default)
-        if value is None and default is not None:
-            value = default
+        value = self.raw(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise self._bad(key, value, f"an integer >= {minimum}")
         return value
 
     def number(self, key: str, default: Optional[float] = None, positive: bool = True) -> float:
-        value = self.values.get(key, default)
-        if value is None and default is not None:
-            value = default
+        value = self.raw(key, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                 or (positive and value <= 0):
             raise self._bad(key, value, "a positive number" if positive else "a number")
         return float(value)
 
     def flag(self, key: str, default: bool) -> bool:
-        value = self.values.get(key, default)
-        if value is None:
-            value = default
+        value = self.raw(key, default)
         if not isinstance(value, bool):
             raise self._bad(key, value, "true or false")
         return value
@@ -137,9 +131,7 @@ class _Config:
             raise self.unsupported(key, why)
 
     def require_equal(self, key: str, expected: Any, default: Any, why: str = "") -> None:
-        value = self.values.get(key, default)
-        if value is None:
-            value = default
+        value = self.raw(key, default)
         if value != expected:
             because = f" ({why})" if why else ""
             raise self.unsupported(key, f"expected {json.dumps(expected)}{because}")

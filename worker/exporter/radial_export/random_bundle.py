@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .bundle import bundle_manifest, write_bundle
-from .checkpoint import DTYPES, LIMITS, NEGATIVE_PROMPT, RADIAL, components, default_video
+from .checkpoint import LIMITS, NEGATIVE_PROMPT, RADIAL, components, default_video, parse_dtype
 from .dit import DiTConfig
 from .errors import ExportError
 from .text_encoder import TextEncoderConfig
@@ -70,9 +70,7 @@ def export_random(preset: str, out_dir: Path, dtype: str = "bf16", seed: int = 0
                   log: Callable[[str], None] = lambda line: None) -> Dict:
     if preset not in PRESETS:
         raise ExportError(f"--random: got {preset!r}, expected one of {', '.join(sorted(PRESETS))}")
-    if dtype not in DTYPES:
-        raise ExportError(f"--dtype: got {dtype!r}, expected one of {', '.join(DTYPES)}")
-    torch_dtype, dtype_name = DTYPES[dtype]
+    torch_dtype, dtype_name = parse_dtype(dtype)
     spec = SimpleNamespace(
         dit=PRESETS[preset]["dit"], text_encoder=PRESETS[preset]["text_encoder"],
         vae=VAEConfig(latents_mean=LATENTS_MEAN, latents_std=LATENTS_STD, decode_chunk_frames=1))

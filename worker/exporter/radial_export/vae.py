@@ -243,9 +243,11 @@ class AutoencoderKLWanDecoder(nn.Module):
         self.decode_chunk_frames = max(1, config.decode_chunk_frames)
         self.post_quant_conv = WanCausalConv3d(config.z_dim, config.z_dim, 1)
         self.decoder = WanDecoder3d(config)
-        self.register_buffer("latents_mean", torch.tensor(config.latents_mean, dtype=torch.float32),
+        self.register_buffer("latents_mean", torch.tensor(config.latents_mean, dtype=torch.float32,
+                                                           device="cpu"),
                              persistent=False)
-        self.register_buffer("latents_std", torch.tensor(config.latents_std, dtype=torch.float32),
+        self.register_buffer("latents_std", torch.tensor(config.latents_std, dtype=torch.float32,
+                                                          device="cpu"),
                              persistent=False)
         slots = 0
         for module in self.decoder.modules():

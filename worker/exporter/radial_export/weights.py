@@ -49,9 +49,9 @@ class ExpectedTensor:
 
 
 def build_on_meta(factory: Callable[[], nn.Module]) -> nn.Module:
-    """Constructs a module whose parameters have no storage. Our modules compute their
-    non-persistent buffers (RoPE tables, latent statistics) on the CPU explicitly, so those are real
-    tensors even here."""
+    """Constructs a module whose parameters have no storage. Our modules create their
+    non-persistent buffers (RoPE tables, latent statistics) with device="cpu", so those are real
+    tensors even here (tests/exporter/test_from_diffusers.py checks them after a --from export)."""
     with torch.device("meta"):
         module = factory()
     return module.eval()
