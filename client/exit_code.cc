@@ -1,7 +1,8 @@
 #include "exit_code.h"
 
-#include <array>
-#include <string_view>
+#include <string>
+
+#include "absl/status/status.h"
 
 namespace radial::client {
 
@@ -15,13 +16,9 @@ ExitCode ExitCodeForRpc(grpc::StatusCode code) {
 }
 
 std::string StatusCodeName(int code) {
-  static constexpr std::array<std::string_view, 17> kNames = {
-      "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
-      "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-      "ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
-      "DATA_LOSS", "UNAUTHENTICATED"};
-  if (code >= 0 && code < static_cast<int>(kNames.size())) return std::string(kNames[code]);
-  return "CODE_" + std::to_string(code);
+  // absl's names are gRPC's (the codes are the same numbers); it returns "" for unknown ones.
+  std::string name = absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
+  return name.empty() ? "CODE_" + std::to_string(code) : name;
 }
 
 std::string DescribeStatus(int code, const std::string& message) {
