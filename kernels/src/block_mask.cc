@@ -91,6 +91,14 @@ std::string ValidateMaskGeometry(const MaskGeometry& g) {
 
 int64_t BlockMask::count() const { return std::accumulate(kept.begin(), kept.end(), int64_t{0}); }
 
+bool BlockMask::EveryRowKept() const {
+  for (int64_t row = 0; row < tiles; ++row) {
+    const auto begin = kept.begin() + row * tiles;
+    if (std::find(begin, begin + tiles, uint8_t{1}) == begin + tiles) return false;
+  }
+  return true;
+}
+
 double BlockMask::density() const {
   return tiles == 0 ? 0.0 : static_cast<double>(count()) / static_cast<double>(tiles * tiles);
 }

@@ -516,6 +516,22 @@ void ExpectCsrMatches(const BlockMask& mask) {
   }
 }
 
+TEST(BlockMaskRows, EveryRowKeptTellsWhetherSomeQueryTileAttendsNothing) {
+  EXPECT_TRUE(BuildRadialMask(Geometry(21, 1560, 0.2, true)).EveryRowKept());
+  EXPECT_TRUE(BuildDenseMask(Geometry(5, 16, 1.0, true, 64)).EveryRowKept());
+  // 16 tokens per frame with 64-token tiles: a tile holds 4 frames, each under block/3 of it, so no
+  // pair lights it (the worker's 64x64 minimum; it runs such sizes dense).
+  const BlockMask sparse = BuildRadialMask(Geometry(5, 16, 1.0, true, 64));
+  EXPECT_FALSE(sparse.EveryRowKept());
+  bool some_row_empty = false;
+  for (int64_t row = 0; row < sparse.tiles; ++row) {
+    bool any = false;
+    for (int64_t col = 0; col < sparse.tiles; ++col) any = any || sparse.at(row, col);
+    some_row_empty = some_row_empty || !any;
+  }
+  EXPECT_TRUE(some_row_empty);
+}
+
 TEST(BlockMaskCsr, RoundTripsAndOrdersRows) {
   for (const MaskGeometry& g :
        {Geometry(12, 3840, 1.0, false), Geometry(18, 3840, 0.2, true), Geometry(3, 100, 1.0, false, 64),

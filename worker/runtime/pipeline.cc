@@ -125,13 +125,7 @@ absl::StatusOr<GenerationReport> Pipeline::Generate(const GenerationParams& para
       return absl::InvalidArgumentError(absl::StrCat("radial: ", error));
     }
     const kernels::BlockMask mask = kernels::BuildRadialMask(geometry);
-    bool every_row_attends = true;
-    for (int64_t row = 0; row < mask.tiles && every_row_attends; ++row) {
-      bool any = false;
-      for (int64_t col = 0; col < mask.tiles && !any; ++col) any = mask.at(row, col);
-      every_row_attends = any;
-    }
-    if (every_row_attends) {
+    if (mask.EveryRowKept()) {
       report.mask_density = mask.density();
     } else {
       all_dense = true;

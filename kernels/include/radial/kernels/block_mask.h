@@ -39,6 +39,9 @@ struct BlockMask {
   bool at(int64_t row, int64_t col) const { return kept[row * tiles + col] != 0; }
   int64_t count() const;
   double density() const;
+  // Whether every query tile row keeps at least one key tile. The rule can leave a row empty (a
+  // tile holding fewer than block/3 tokens of a frame); its queries would then attend nothing.
+  bool EveryRowKept() const;
 };
 
 // Builds the radial mask. dense=false applies the rule; this never fails for a valid geometry.
