@@ -24,6 +24,8 @@ class Reader {
   int64_t Int(const std::string& path) { return Get<int64_t>(path, "an integer"); }
   double Number(const std::string& path) { return Get<double>(path, "a number"); }
   bool Bool(const std::string& path) { return Get<bool>(path, "true or false"); }
+  // For optional keys: whether the path exists (its type is checked when it is read).
+  bool Has(const std::string& path) const { return Lookup(path) != nullptr; }
 
   std::vector<int64_t> Ints(const std::string& path) {
     const json* node = Find(path);
@@ -59,18 +61,22 @@ class Reader {
     return node->get<T>();
   }
 
-  const json* Find(const std::string& path) {
-    if (!status_.ok()) return nullptr;
+  // The node at a dotted path, or nullptr when some part of it is missing.
+  const json* Lookup(const std::string& path) const {
     const json* node = &root_;
     std::stringstream parts(path);
     std::string part;
     while (std::getline(parts, part, '.')) {
-      if (!node->is_object() || !node->contains(part)) {
-        Fail(path, "missing");
-        return nullptr;
-      }
+      if (!node->is_object() || !node->contains(part)) return nullptr;
       node = &(*node)[part];
     }
+    return node;
+  }
+
+  const json* Find(const std::string& path) {
+    if (!status_.ok()) return nullptr;
+    const json* node = Lookup(path);
+    if (node == nullptr) Fail(path, "missing");
     return node;
   }
 
@@ -121,9 +127,7 @@ absl::StatusOr<ModelManifest> LoadManifest(const std::string& bundle_dir) {
   m.sampler = read.String("sampler.name");
   m.shift = read.Number("sampler.shift");
   m.num_train_timesteps = read.Int("sampler.num_train_timesteps");
-  if (root.contains("sampler") && root["sampler"].is_object() && root["sampler"].contains("solver_order")) {
-    m.solver_order = read.Int("sampler.solver_order");
-  }
+  if (read.Has("sampler.solver_order")) m.solver_order = read.Int("sampler.solver_order");
   m.default_steps = read.Int("sampler.steps");
   m.default_guidance = read.Number("sampler.guidance");
   for (auto [key, limit] : {std::pair{"width", &m.width}, std::pair{"height", &m.height}}) {
