@@ -6,8 +6,6 @@ $RADIAL_OPS_LIBRARY, else build/kernels/libradial_ops.so)."""
 
 import hashlib
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,6 +19,7 @@ sys.path.insert(0, str(EXPORTER))
 from radial_export.bundle import TinyConfig, build_tiny_modules  # noqa: E402
 from radial_export.ops import load_radial_ops  # noqa: E402
 from radial_export.tokenizer import TEST_PROMPTS, encode  # noqa: E402
+from conftest import run_exporter  # noqa: E402
 
 load_radial_ops()
 # What the worker should do on CPU too: TensorExpr's fused loops run single-threaded there.
@@ -34,10 +33,7 @@ MODULE_FILES = ("dit.pt", "text_encoder.pt", "vae_decoder.pt")
 
 def export(out: Path, seed: int) -> Path:
     """Runs the command line as a user would (it pins PYTHONHASHSEED itself)."""
-    env = dict(os.environ, PYTHONPATH=str(EXPORTER))
-    env.pop("PYTHONHASHSEED", None)
-    subprocess.run([sys.executable, "-m", "radial_export", "--tiny", "--out", str(out),
-                    "--seed", str(seed)], check=True, env=env, cwd=REPO, capture_output=True)
+    run_exporter("--tiny", "--out", out, "--seed", seed)
     return out
 
 

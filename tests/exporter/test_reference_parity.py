@@ -17,6 +17,7 @@ sys.path.insert(0, str(REPO / "worker" / "exporter"))
 
 from radial_export.bundle import TinyConfig, build_tiny_modules  # noqa: E402
 from radial_export.ops import load_radial_ops  # noqa: E402
+from conftest import relative_error  # noqa: E402
 
 load_radial_ops()
 CONFIG = TinyConfig()
@@ -29,7 +30,7 @@ def ours():
 
 
 def assert_relative_close(actual, expected, tolerance=1e-4):
-    error = (actual - expected).abs().max() / expected.abs().max()
+    error = relative_error(actual, expected)
     assert error < tolerance, f"max error relative to max |reference|: {error:.3g}"
 
 
