@@ -94,26 +94,32 @@ absl::StatusOr<v1::Job> Scheduler::Submit(const v1::GenerateRequest& request) {
   return View(stored);
 }
 
-absl::StatusOr<v1::Job> Scheduler::GetJob(const std::string& job_id) {
+absl::StatusOr<Scheduler::JobRecord*> Scheduler::Lookup(const std::string& job_id) {
   if (auto status = CheckJobId(job_id); !status.ok()) return status;
-  std::lock_guard<std::mutex> lock(mutex_);
-  const JobRecord* record = FindJob(job_id);
+  JobRecord* record = FindJob(job_id);
   if (record == nullptr) {
-    return absl::NotFoundError(absl::StrCat("job_id: got '", job_id, "', expected a job this scheduler knows (ended jobs are kept for the last ", options_.max_finished_jobs, ")"));
+    return absl::NotFoundError(absl::StrCat("job_id: got '", job_id,
+                                            "', expected a job this scheduler knows (ended jobs are kept for the last ",
+                                            options_.max_finished_jobs, ")"));
   }
-  return View(*record);
+  return record;
+}
+
+absl::StatusOr<v1::Job> Scheduler::GetJob(const std::string& job_id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const absl::StatusOr<JobRecord*> record = Lookup(job_id);
+  if (!record.ok()) return record.status();
+  return View(**record);
 }
 
 absl::StatusOr<v1::Job> Scheduler::Cancel(const std::string& job_id) {
-  if (auto status = CheckJobId(job_id); !status.ok()) return status;
   Wakeups wakeups;
   v1::Job view;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    JobRecord* record = FindJob(job_id);
-    if (record == nullptr) {
-      return absl::NotFoundError(absl::StrCat("job_id: got '", job_id, "', expected a job this scheduler knows"));
-    }
+    const absl::StatusOr<JobRecord*> found = Lookup(job_id);
+    if (!found.ok()) return found.status();
+    JobRecord* record = *found;
     if (record->job.state() == v1::JOB_STATE_QUEUED) {
       queue_.Remove(job_id);
       Finish(*record, v1::JOB_STATE_CANCELLED, kCodeCancelled, "cancelled by a client while queued", wakeups);
@@ -145,12 +151,10 @@ v1::ListModelsResponse Scheduler::ListModels() {
 }
 
 absl::StatusOr<WatchCursor> Scheduler::StartWatch(const std::string& job_id, uint64_t from_byte_offset) {
-  if (auto status = CheckJobId(job_id); !status.ok()) return status;
   std::lock_guard<std::mutex> lock(mutex_);
-  const JobRecord* record = FindJob(job_id);
-  if (record == nullptr) {
-    return absl::NotFoundError(absl::StrCat("job_id: got '", job_id, "', expected a job this scheduler knows"));
-  }
+  const absl::StatusOr<JobRecord*> found = Lookup(job_id);
+  if (!found.ok()) return found.status();
+  const JobRecord* record = *found;
   if (Ended(record->job.state()) && from_byte_offset > record->video.size()) {
     return absl::InvalidArgumentError(absl::StrCat("from_byte_offset: got ", from_byte_offset,
                                                    ", expected at most ", record->video.size(),

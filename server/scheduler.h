@@ -121,6 +121,8 @@ class Scheduler {
 
   // All below run under mutex_.
   JobRecord* FindJob(const std::string& job_id);
+  // FindJob for a client's job id: INVALID_ARGUMENT for an empty one, NOT_FOUND for an unknown one.
+  absl::StatusOr<JobRecord*> Lookup(const std::string& job_id);
   v1::Job View(const JobRecord& record) const;
   void Dispatch();
   // Puts the job back in the queue, QUEUED with no progress, at its old place (its sequence).
