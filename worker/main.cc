@@ -18,22 +18,37 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: radial-worker --bundle DIR [--scheduler HOST:PORT] [--device cpu|cuda|cuda:N] [--worker-id ID]\n"
-    "                     [--x264-threads N]\n"
-    "  --bundle        model bundle written by radial_export (required; env RADIAL_BUNDLE)\n"
-    "  --scheduler     radial-scheduler address (default localhost:50051; env RADIAL_SCHEDULER)\n"
-    "  --device        where the model runs (default cpu)\n"
-    "  --worker-id     unique id (default hostname-pid)\n"
-    "  --x264-threads  encoder threads; 1 (default) gives the same bytes on any machine\n"
+    "                     [--x264-threads N] [--drain-seconds N]\n"
+    "  --bundle         model bundle written by radial_export (required; env RADIAL_BUNDLE)\n"
+    "  --scheduler      radial-scheduler address (default localhost:50051; env RADIAL_SCHEDULER)\n"
+    "  --device         where the model runs (default cpu)\n"
+    "  --worker-id      unique id (default hostname-pid)\n"
+    "  --x264-threads   encoder threads; 1 (default) gives the same bytes on any machine\n"
+    "  --drain-seconds  on SIGTERM or SIGINT: take no new jobs and give the running one up to N s\n"
+    "                   to finish, then hand it back to the scheduler and exit 0 (default 1800,\n"
+    "                   0..86400; 0 hands it back at once). A second signal hands it back at once.\n"
     "  RADIAL_LOG_LEVEL trace, debug, info (default), warn, error\n";
 
-// Set by SIGINT/SIGTERM; a signal handler may do no more (WorkerClient::Stop takes a mutex).
-volatile std::sig_atomic_t stop_requested = 0;
+// SIGINT/SIGTERM: the number received and the last one. A signal handler may do no more than store
+// to lock-free atomics (WorkerClient::Drain and Stop take mutexes and write to a gRPC stream), so
+// the main thread polls these.
+std::atomic<int> signals_received{0};
+std::atomic<int> last_signal{0};
+static_assert(std::atomic<int>::is_always_lock_free);
+
+void OnSignal(int signal) {
+  last_signal = signal;
+  signals_received.fetch_add(1);
+}
+
+const char* SignalName(int signal) { return signal == SIGINT ? "SIGINT" : signal == SIGTERM ? "SIGTERM" : "signal"; }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   radial::worker::WorkerOptions options;
   std::string bundle, device = "cpu";
+  int64_t drain_seconds = 1800;  // a real 14B job at 720p takes tens of minutes
   if (const char* env = std::getenv("RADIAL_BUNDLE")) bundle = env;
   if (const char* env = std::getenv("RADIAL_SCHEDULER")) options.scheduler = env;
   const std::map<std::string, radial::common::FlagHandler> flags = {
@@ -42,6 +57,7 @@ int main(int argc, char** argv) {
       {"--device", radial::common::StringFlag(&device)},
       {"--worker-id", radial::common::StringFlag(&options.worker_id)},
       {"--x264-threads", radial::common::IntegerFlag(0, 64, [&](int64_t v) { options.x264_threads = v; })},
+      {"--drain-seconds", radial::common::IntegerFlag(0, 86400, [&](int64_t v) { drain_seconds = v; })},
   };
   if (const auto status = radial::common::ParseFlags(argc, argv, flags, kUsage, std::cout, std::cerr)) return *status;
   if (bundle.empty()) {
@@ -55,16 +71,34 @@ int main(int argc, char** argv) {
     return 1;
   }
   radial::worker::WorkerClient worker(options, **pipeline);
-  std::signal(SIGINT, [](int) { stop_requested = 1; });
-  std::signal(SIGTERM, [](int) { stop_requested = 1; });
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
   absl::Status status;
   std::atomic<bool> finished = false;
   std::thread runner([&] {
     status = worker.Run();
     finished = true;
   });
-  while (!stop_requested && !finished) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  if (!finished) worker.Stop();
+  // First signal: drain on its own thread (Drain returns when the job is done or handed back), so
+  // that this one still sees a second signal, which cuts the drain short.
+  std::thread drainer;
+  bool cut_short = false;
+  while (!finished) {
+    const int received = signals_received.load();
+    if (received >= 1 && !drainer.joinable()) {
+      spdlog::info("radial-worker: {}: draining (up to {} s for the running job; a second signal stops at once)",
+                   SignalName(last_signal), drain_seconds);
+      drainer = std::thread([&] { worker.Drain(std::chrono::seconds(drain_seconds)); });
+    }
+    if (received >= 2 && !cut_short) {
+      cut_short = true;
+      spdlog::warn("radial-worker: {}, a second signal: handing the running job back and stopping now",
+                   SignalName(last_signal));
+      worker.Drain(std::chrono::seconds(0));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (drainer.joinable()) drainer.join();
   runner.join();
   if (!status.ok()) {
     spdlog::error("radial-worker: {}", std::string(status.message()));

@@ -4,12 +4,17 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <limits>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "assignment_check.h"
 #include "encoder/fmp4_encoder.h"
+#include "radial/common/echo.h"
 #include "radial/v1/worker_service.grpc.pb.h"
 
 namespace radial::worker {
@@ -69,21 +74,57 @@ std::string DefaultWorkerId() {
   return absl::StrCat(host, "-", getpid());
 }
 
+v1::WorkerMessage HandBackMessage(const std::string& job_id, const std::string& reason) {
+  v1::WorkerMessage message;
+  message.mutable_hand_back()->set_job_id(job_id);
+  message.mutable_hand_back()->set_reason(reason);
+  return message;
+}
+
+v1::WorkerMessage FailedMessage(const std::string& job_id, const absl::Status& status) {
+  v1::WorkerMessage message;
+  message.mutable_failed()->set_job_id(job_id);
+  message.mutable_failed()->mutable_error()->set_code(static_cast<int>(status.code()));
+  message.mutable_failed()->mutable_error()->set_message(std::string(status.message()));
+  return message;
+}
+
 }  // namespace
 
+// One stream to the scheduler and the job running on it. Created by Serve(), which ends it; shared
+// with the job and heartbeat threads and with Stop() and Drain().
 struct WorkerClient::Session {
   grpc::ClientContext context;
+  // Set by Serve() before `greeted`; only Serve() touches it before then.
   std::unique_ptr<grpc::ClientReaderWriter<v1::WorkerMessage, v1::SchedulerMessage>> stream;
-  std::mutex write_mutex;
+  std::mutex write_mutex;  // serialises writes, and the half-close with them
+  // Nothing more is written: the worker half-closed the stream (Drain) or it ended. Set under both
+  // `mutex` and `write_mutex`.
   std::atomic<bool> closed{false};
-  std::mutex mutex;  // guards the fields below and signals the heartbeat thread
+
+  std::mutex mutex;  // guards the fields below; `wake` signals changes of them and of `closed`
   std::condition_variable wake;
-  std::string job_id;  // running job, empty when idle
-  std::atomic<bool> cancel{false};
+  bool greeted = false;   // the Hello went out: Drain() may write on the stream
+  bool draining = false;  // Draining sent: new assignments are handed back
+  std::string job_id;     // running job, empty when idle (and once its outcome is sent)
+  bool job_cancelled_by_scheduler = false;
+  bool job_handed_back = false;     // its outcome is not sent: the scheduler has the job back
+  std::atomic<bool> cancel{false};  // polled by the pipeline between denoising steps
 
   bool Write(const v1::WorkerMessage& message) {
     std::lock_guard<std::mutex> lock(write_mutex);
     return !closed && stream->Write(message);
+  }
+  // Half-closes the stream: the scheduler sees the worker leave cleanly and ends the call. The
+  // caller holds `mutex`.
+  void CloseWritesLocked() {
+    {
+      std::lock_guard<std::mutex> lock(write_mutex);
+      if (closed) return;
+      closed = true;
+      stream->WritesDone();
+    }
+    wake.notify_all();
   }
 };
 
@@ -97,11 +138,101 @@ WorkerClient::~WorkerClient() { Stop(); }
 
 void WorkerClient::Stop() {
   stopping_ = true;
-  std::lock_guard<std::mutex> lock(session_mutex_);
+  std::lock_guard<std::mutex> lock(mutex_);
   if (session_) {
     session_->cancel = true;
     session_->context.TryCancel();
   }
+}
+
+WorkerClient::Clock::time_point WorkerClient::DrainDeadline() const {
+  return Clock::time_point(Clock::duration(drain_deadline_ticks_.load()));
+}
+
+void WorkerClient::Drain(std::chrono::seconds grace) {
+  grace = std::clamp(grace, std::chrono::seconds(0), std::chrono::seconds(std::numeric_limits<uint32_t>::max()));
+  const Clock::rep deadline = (Clock::now() + grace).time_since_epoch().count();
+  std::shared_ptr<Session> session;
+  {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (drain_started_) {
+      // A drain runs: bring its deadline forward and wake it, then wait for it.
+      if (deadline < drain_deadline_ticks_.load()) {
+        drain_deadline_ticks_ = deadline;
+        drain_cut_short_ = true;
+      }
+      if (session_) {
+        { std::lock_guard<std::mutex> session_lock(session_->mutex); }  // the drain waits or re-reads
+        session_->wake.notify_all();
+      }
+      changed_.wait(lock, [&] { return drain_finished_; });
+      return;
+    }
+    drain_started_ = true;
+    drain_deadline_ticks_ = deadline;
+    stopping_ = true;  // Run() returns after this stream and opens no other
+    session = session_;
+  }
+  if (session != nullptr) {
+    DrainSession(*session, grace);
+    std::unique_lock<std::mutex> lock(mutex_);
+    const auto ended = [&] { return session_ != session; };
+    if (!changed_.wait_for(lock, std::chrono::milliseconds(options_.drain_close_ms), ended)) {
+      spdlog::warn("worker {}: the scheduler did not end the stream within {} ms of the drain; cancelling it",
+                   options_.worker_id, options_.drain_close_ms);
+      session->context.TryCancel();
+      changed_.wait(lock, ended);  // Serve() ends it once the job thread has stopped
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    drain_finished_ = true;
+  }
+  changed_.notify_all();
+  spdlog::info("worker {}: drained", options_.worker_id);
+}
+
+void WorkerClient::DrainSession(Session& session, std::chrono::seconds grace) {
+  std::unique_lock<std::mutex> lock(session.mutex);
+  if (!session.greeted) {
+    // Still connecting: no job can have been assigned; just end the call.
+    session.context.TryCancel();
+    return;
+  }
+  session.draining = true;
+  v1::WorkerMessage draining;
+  draining.mutable_draining()->set_grace_seconds(static_cast<uint32_t>(grace.count()));
+  session.Write(draining);
+  if (session.job_id.empty()) {
+    spdlog::info("worker {}: draining: no job running; leaving", options_.worker_id);
+  } else {
+    spdlog::info("worker {}: draining: no new jobs; job_id={} has {} s to finish before it is handed back",
+                 options_.worker_id, session.job_id, grace.count());
+  }
+  while (!session.closed && !session.job_id.empty()) {
+    if (session.job_cancelled_by_scheduler) {
+      session.wake.wait(lock);  // it stops within a denoising step and reports CANCELLED
+      continue;
+    }
+    const Clock::time_point deadline = DrainDeadline();
+    if (Clock::now() < deadline) {
+      session.wake.wait_until(lock, deadline);
+      continue;
+    }
+    const std::string reason = drain_cut_short_
+                                   ? absl::StrCat("worker ", options_.worker_id, " was stopped before the job finished")
+                                   : absl::StrCat("worker ", options_.worker_id, " shut down: its drain grace of ",
+                                                  grace.count(), " s ran out before the job finished");
+    session.job_handed_back = true;
+    session.cancel = true;
+    if (session.Write(HandBackMessage(session.job_id, reason))) {
+      spdlog::warn("job_id={} handed back to the scheduler: {}", session.job_id, reason);
+    }
+    break;
+  }
+  // With the stream already ended (closed before any hand back) the scheduler requeues the job as
+  // lost, as after Stop().
+  session.CloseWritesLocked();
 }
 
 absl::Status WorkerClient::Run() {
@@ -132,7 +263,7 @@ absl::Status WorkerClient::Serve() {
   const auto stub = v1::WorkerService::NewStub(channel);
   auto session = std::make_shared<Session>();
   {
-    std::lock_guard<std::mutex> lock(session_mutex_);
+    std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) return absl::OkStatus();
     session_ = session;
   }
@@ -142,9 +273,14 @@ absl::Status WorkerClient::Serve() {
   hello.mutable_hello()->set_capacity(1);
   hello.mutable_hello()->set_device(pipeline_.device_name());
   *hello.mutable_hello()->add_models() = ModelInfoFrom(pipeline_.manifest());
-  if (session->Write(hello)) {
+  const bool greeted = session->Write(hello);
+  if (greeted) {
     spdlog::info("worker {}: connected to {} serving {} on {}", options_.worker_id, options_.scheduler,
                  pipeline_.manifest().name, pipeline_.device_name());
+  }
+  {
+    std::lock_guard<std::mutex> lock(session->mutex);
+    session->greeted = greeted;
   }
 
   std::thread heartbeat([this, session] {
@@ -168,34 +304,20 @@ absl::Status WorkerClient::Serve() {
   v1::SchedulerMessage message;
   while (session->stream->Read(&message)) {
     if (message.has_cancel()) {
+      const v1::CancelJob& cancel = message.cancel();
       std::lock_guard<std::mutex> lock(session->mutex);
-      if (session->job_id == message.cancel().job_id()) session->cancel = true;
+      if (!session->job_id.empty() && session->job_id == cancel.job_id()) {
+        session->cancel = true;
+        session->job_cancelled_by_scheduler = true;
+        spdlog::info("job_id={} cancelled by the scheduler: {}", session->job_id,
+                     cancel.reason().empty() ? "(no reason given)" : common::Echo(cancel.reason()));
+      } else {
+        spdlog::debug("worker {}: cancel for job {}, which does not run here", options_.worker_id,
+                      common::Echo(cancel.job_id()));
+      }
       continue;
     }
-    if (!message.has_assign()) continue;
-    const v1::Assign assign = message.assign();
-    {
-      std::lock_guard<std::mutex> lock(session->mutex);
-      if (!session->job_id.empty()) {
-        v1::WorkerMessage busy;
-        busy.mutable_failed()->set_job_id(assign.job_id());
-        busy.mutable_failed()->mutable_error()->set_code(static_cast<int>(absl::StatusCode::kResourceExhausted));
-        busy.mutable_failed()->mutable_error()->set_message("worker: got a second job, expected one at a time");
-        session->Write(busy);
-        continue;
-      }
-      session->job_id = assign.job_id();
-      session->cancel = false;
-    }
-    if (job.joinable()) job.join();
-    job = std::thread([this, session, assign] {
-      const v1::WorkerMessage outcome = RunJob(*session, assign);
-      {
-        std::lock_guard<std::mutex> lock(session->mutex);
-        session->job_id.clear();
-      }
-      session->Write(outcome);
-    });
+    if (message.has_assign()) Accept(session, message.assign(), job);
   }
   // The stream ended: abandon the job (the scheduler requeues it), stop the helpers.
   session->cancel = true;
@@ -209,11 +331,62 @@ absl::Status WorkerClient::Serve() {
   heartbeat.join();
   const grpc::Status status = session->stream->Finish();
   {
-    std::lock_guard<std::mutex> lock(session_mutex_);
+    std::lock_guard<std::mutex> lock(mutex_);
     session_.reset();
   }
+  changed_.notify_all();
   if (status.ok()) return absl::OkStatus();
   return absl::UnavailableError(status.error_message());
+}
+
+void WorkerClient::Accept(const std::shared_ptr<Session>& session, const v1::Assign& assign, std::thread& job) {
+  const std::string& job_id = assign.job_id();
+  {
+    std::lock_guard<std::mutex> lock(session->mutex);
+    if (session->draining) {
+      const std::string reason = absl::StrCat("worker ", options_.worker_id, " is draining and takes no new jobs");
+      spdlog::info("job_id={} handed back at once: {}", job_id, reason);
+      session->Write(HandBackMessage(job_id, reason));
+      return;
+    }
+    if (!session->job_id.empty()) {
+      session->Write(
+          FailedMessage(job_id, absl::ResourceExhaustedError("worker: got a second job, expected one at a time")));
+      return;
+    }
+    if (absl::Status valid = CheckAssignment(pipeline_.manifest(), assign.request()); !valid.ok()) {
+      const absl::Status refused = absl::InvalidArgumentError(
+          absl::StrCat("worker ", options_.worker_id, " refused the assignment: ", valid.message()));
+      spdlog::warn("job_id={} refused: {}", job_id, std::string(refused.message()));
+      session->Write(FailedMessage(job_id, refused));
+      return;
+    }
+    session->job_id = job_id;
+    session->job_cancelled_by_scheduler = false;
+    session->job_handed_back = false;
+    session->cancel = false;
+  }
+  if (job.joinable()) job.join();  // the previous job's thread, done but for its exit
+  job = std::thread([this, session, assign] {
+    const v1::WorkerMessage outcome = RunJob(*session, assign);
+    {
+      std::lock_guard<std::mutex> lock(session->mutex);
+      session->job_id.clear();
+      if (session->job_handed_back) {
+        spdlog::info("job_id={} stopped on worker {} after it was handed back", assign.job_id(), options_.worker_id);
+      } else {
+        if (outcome.has_failed()) {
+          const v1::Error& error = outcome.failed().error();
+          const absl::Status status(static_cast<absl::StatusCode>(error.code()), error.message());
+          // A cancel is what the scheduler asked for (logged when it came), not a fault.
+          spdlog::log(status.code() == absl::StatusCode::kCancelled ? spdlog::level::info : spdlog::level::warn,
+                      "job_id={} failed: {}", assign.job_id(), status.ToString());
+        }
+        session->Write(outcome);
+      }
+    }
+    session->wake.notify_all();  // a drain waits for this
+  });
 }
 
 v1::WorkerMessage WorkerClient::RunJob(Session& session, const v1::Assign& assign) {
@@ -230,19 +403,12 @@ v1::WorkerMessage WorkerClient::RunJob(Session& session, const v1::Assign& assig
   params.steps = request.steps();
   params.guidance = request.guidance();
   params.seed = request.seed();
-  params.radial = {request.radial().decay(),        request.radial().sink(),
-                   request.radial().block(),        request.radial().dense_layers(),
-                   request.radial().dense_steps(),  request.radial().dense_last_steps()};
+  params.radial = {request.radial().decay(),       request.radial().sink(),
+                   request.radial().block(),       request.radial().dense_layers(),
+                   request.radial().dense_steps(), request.radial().dense_last_steps()};
   params.dense = request.radial().dense();
 
-  auto failure = [&](const absl::Status& status) {
-    spdlog::warn("job_id={} failed: {}", job_id, status.ToString());
-    v1::WorkerMessage failed;
-    failed.mutable_failed()->set_job_id(job_id);
-    failed.mutable_failed()->mutable_error()->set_code(static_cast<int>(status.code()));
-    failed.mutable_failed()->mutable_error()->set_message(std::string(status.message()));
-    return failed;
-  };
+  auto failure = [&](const absl::Status& status) { return FailedMessage(job_id, status); };
 
   EncoderOptions encoder_options;
   encoder_options.width = static_cast<int>(request.width());

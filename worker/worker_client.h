@@ -1,17 +1,26 @@
 // The worker's side of radial.v1.WorkerService: dials the scheduler, announces the loaded model,
-// runs assigned jobs through the Pipeline and the Fmp4Encoder, and streams progress, MP4 chunks and
-// the outcome back. Reconnects with backoff when the stream breaks (the scheduler requeues a job
-// whose worker disappears, so a job cut off by a broken stream is abandoned here).
+// checks each assignment against the model's manifest (assignment_check.h), runs it through the
+// Pipeline and the Fmp4Encoder, and streams progress, MP4 chunks and the outcome back. Reconnects
+// with backoff when the stream breaks (the scheduler requeues a job whose worker disappears, so a
+// job cut off by a broken stream is abandoned here).
+//
+// Shutting down: Stop() drops the stream at once (the scheduler requeues the running job as lost);
+// Drain() first lets the running job finish, or hands it back (JobHandBack) when its grace runs out,
+// and closes the stream cleanly.
 //
 // Threads: the caller's thread runs Run() and reads the stream; one job thread runs the current job;
-// one heartbeat thread. Writes to the stream are serialised by a mutex. Capacity is one job.
+// one heartbeat thread; Drain() works on its caller's thread. Writes to the stream are serialised
+// by a mutex. Capacity is one job.
 #ifndef RADIAL_WORKER_WORKER_CLIENT_H_
 #define RADIAL_WORKER_WORKER_CLIENT_H_
 
 #include <atomic>
-#include <mutex>
+#include <chrono>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "absl/status/status.h"
 #include "pipeline.h"
@@ -19,7 +28,7 @@
 namespace radial::v1 {
 class Assign;
 class WorkerMessage;
-}
+}  // namespace radial::v1
 
 namespace radial::worker {
 
@@ -27,35 +36,65 @@ struct WorkerOptions {
   std::string scheduler = "localhost:50051";  // host:port of radial-scheduler
   std::string worker_id;                      // unique; empty: hostname-pid
   int heartbeat_ms = 5000;
-  int reconnect_max_ms = 5000;   // backoff doubles from 100 ms up to this
+  int reconnect_max_ms = 5000;  // backoff doubles from 100 ms up to this
   int64_t max_chunk_bytes = 1 << 20;
   std::string x264_preset = "veryfast";
-  int x264_threads = 1;           // 1: the same bytes for the same request on any machine
+  int x264_threads = 1;                 // 1: the same bytes for the same request on any machine
   bool exit_when_disconnected = false;  // tests: Run() returns when the stream ends
+  // Drain: how long the scheduler gets to end the stream after the worker half-closed it, before
+  // the worker cancels the call itself.
+  int drain_close_ms = 10000;
 };
 
 class WorkerClient {
  public:
   WorkerClient(WorkerOptions options, Pipeline& pipeline);
-  ~WorkerClient();
+  ~WorkerClient();  // Stop()s; join the thread that runs Run() before
 
-  // Serves until Stop() (or, with exit_when_disconnected, until the first stream ends). Returns the
-  // last stream error, OK after Stop().
+  // Serves until Stop() or Drain() (or, with exit_when_disconnected, until the first stream ends).
+  // Returns the last stream error, OK after Stop() or Drain().
   absl::Status Run();
-  // Thread-safe; Run() returns soon after (a running job is cancelled between denoising steps).
+  // Thread-safe; Run() returns soon after. A running job is cancelled between denoising steps and
+  // abandoned (the scheduler sees the stream break and requeues it).
   void Stop();
+  // Thread-safe; a graceful Stop(). From the call on, the worker takes no new job (an Assign is
+  // answered with JobHandBack) and Run() opens no new stream. It sends Draining{grace} and gives the
+  // running job up to `grace` to finish; past it the job is cancelled between denoising steps and
+  // handed back (JobHandBack, not JobFailed), unless the scheduler had cancelled it (then it ends
+  // CANCELLED as usual). Then it half-closes the stream, waits for the scheduler to end it (at most
+  // drain_close_ms, then cancels the call) and for the job thread to stop, and returns; Run()
+  // returns OK. A call while a drain runs brings the drain's deadline forward to its own grace (0:
+  // hand back now) and returns when that drain is done. With no stream open it only ends Run().
+  void Drain(std::chrono::seconds grace);
 
  private:
+  using Clock = std::chrono::steady_clock;
   struct Session;
   absl::Status Serve();
+  // Handles one Assign on the reading thread: answers it at once (hand back while draining, busy,
+  // outside the manifest) or starts the job thread.
+  void Accept(const std::shared_ptr<Session>& session, const v1::Assign& assign, std::thread& job);
   // Runs one job, streaming progress and chunks; returns its last message (done or failed), which
-  // the caller sends only after marking the worker idle, so the scheduler's next Assign finds it so.
+  // the job thread sends only after marking the worker idle, so the scheduler's next Assign finds
+  // it so.
   v1::WorkerMessage RunJob(Session& session, const v1::Assign& assign);
+  // Drain()'s work on the stream of `session`: Draining, the wait, the hand back, the half-close.
+  void DrainSession(Session& session, std::chrono::seconds grace);
+  Clock::time_point DrainDeadline() const;
+
   WorkerOptions options_;
   Pipeline& pipeline_;
-  std::atomic<bool> stopping_{false};
-  std::mutex session_mutex_;
-  std::shared_ptr<Session> session_;  // the live stream, for Stop()
+  std::atomic<bool> stopping_{false};  // Run() opens no new stream
+  // When the drain hands the running job back, as Clock ticks; max() while not draining. Atomic
+  // because the draining thread reads it under the session's lock, which a second Drain() must
+  // not need to take mutex_ first for.
+  std::atomic<Clock::rep> drain_deadline_ticks_{Clock::duration::max().count()};
+  std::atomic<bool> drain_cut_short_{false};  // a second Drain() brought the deadline forward
+  std::mutex mutex_;                          // guards session_ and the drain flags below
+  std::condition_variable changed_;           // session_ changed or a drain finished
+  std::shared_ptr<Session> session_;          // the live stream, for Stop() and Drain()
+  bool drain_started_ = false;
+  bool drain_finished_ = false;
 };
 
 }  // namespace radial::worker
