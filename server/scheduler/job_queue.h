@@ -9,6 +9,7 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 namespace radial::server {
 
@@ -31,6 +32,8 @@ class JobQueue {
   std::optional<size_t> Position(const std::string& job_id) const;
   // The first job (in queue order) for which `eligible` holds, removed from the queue.
   std::optional<std::string> PopFirst(const std::function<bool(const std::string&)>& eligible);
+  // Every queued job, in queue order.
+  std::vector<std::string> InOrder() const;
   // Queued jobs per priority, for metrics.
   std::unordered_map<int32_t, size_t> CountByPriority() const;
 

@@ -1,4 +1,4 @@
-#include "worker_service.h"
+#include "rpc/worker_service.h"
 
 #include <spdlog/spdlog.h>
 
@@ -7,15 +7,16 @@
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
-
-#include "video_service.h"
+#include "rpc/raw_message.h"
+#include "rpc/status_convert.h"
 
 namespace radial::server {
 namespace {
 
-// Owns itself: deleted in OnDone, after the scheduler has forgotten it (WorkerGone), so the
-// scheduler never sends to a deleted link.
-class WorkerStream : public grpc::ServerBidiReactor<v1::WorkerMessage, v1::SchedulerMessage>, public WorkerLink {
+// Owns itself: deleted in OnDone, after the scheduler has forgotten it (WorkerGone, or its own
+// Close), so the scheduler never sends to a deleted link. Lock order: the scheduler's lock, then
+// mutex_; nothing here calls the scheduler while holding mutex_.
+class WorkerStream : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>, public WorkerLink {
  public:
   WorkerStream(Scheduler& scheduler, std::string peer) : scheduler_(scheduler), peer_(std::move(peer)) {
     StartRead(&incoming_);
@@ -25,9 +26,15 @@ class WorkerStream : public grpc::ServerBidiReactor<v1::WorkerMessage, v1::Sched
   // assignments and cancellations, a few per job.
   void Send(const v1::SchedulerMessage& message) override {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (finished_) return;
-    outbox_.push_back(message);
+    if (finished_ || finish_pending_) return;
+    outbox_.push_back(SerializeMessage(message));
     if (outbox_.size() == 1) StartWrite(&outbox_.front());
+  }
+
+  // Called by the scheduler (under its lock) after it forgot this worker.
+  void Close(const absl::Status& status) override {
+    registered_ = false;
+    EndStream(ToGrpcStatus(status));
   }
 
   void OnReadDone(bool ok) override {
@@ -36,20 +43,29 @@ class WorkerStream : public grpc::ServerBidiReactor<v1::WorkerMessage, v1::Sched
       EndStream(grpc::Status::OK);
       return;
     }
-    if (!registered_) {
-      if (!incoming_.has_hello()) {
-        EndStream(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                               "message: got a first message without hello, expected hello"));
+    v1::WorkerMessage message;
+    if (absl::Status parsed = ParseMessage(incoming_, message); !parsed.ok()) {
+      Gone("sent a message that does not decode");
+      EndStream(ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat("worker message: ", parsed.message()))));
+      return;
+    }
+    if (!registered_ && !hello_seen_) {
+      hello_seen_ = true;
+      if (!message.has_hello()) {
+        EndStream(ToGrpcStatus(absl::InvalidArgumentError(
+            "worker message: got a first message without hello, expected hello")));
         return;
       }
-      const absl::Status status = scheduler_.WorkerHello(this, incoming_.hello());
-      if (!status.ok()) {
+      // registered_ before the scheduler can Close this link from another thread.
+      registered_ = true;
+      if (const absl::Status status = scheduler_.WorkerHello(this, message.hello()); !status.ok()) {
+        registered_ = false;
+        spdlog::warn("worker at {} refused: {}", peer_, status.ToString());
         EndStream(ToGrpcStatus(status));
         return;
       }
-      registered_ = true;
-    } else {
-      scheduler_.WorkerMessage(this, incoming_);
+    } else if (registered_) {
+      scheduler_.WorkerMessage(this, message);
     }
     StartRead(&incoming_);
   }
@@ -75,14 +91,14 @@ class WorkerStream : public grpc::ServerBidiReactor<v1::WorkerMessage, v1::Sched
 
  private:
   void Gone(const std::string& reason) {
-    if (!registered_) return;
-    registered_ = false;
+    if (!registered_.exchange(false)) return;
     scheduler_.WorkerGone(this, absl::StrCat(reason, " from ", peer_));
   }
 
   // Ends the stream once any write in flight is done.
   void EndStream(const grpc::Status& status) {
     std::lock_guard<std::mutex> lock(mutex_);
+    if (finished_ || finish_pending_) return;
     status_ = status;
     if (outbox_.empty()) {
       FinishLocked();
@@ -99,10 +115,11 @@ class WorkerStream : public grpc::ServerBidiReactor<v1::WorkerMessage, v1::Sched
 
   Scheduler& scheduler_;
   const std::string peer_;
-  v1::WorkerMessage incoming_;  // reads are sequential: one in flight at a time
+  grpc::ByteBuffer incoming_;  // reads are sequential: one in flight at a time
+  bool hello_seen_ = false;    // touched only by the read side
   std::atomic<bool> registered_{false};
   std::mutex mutex_;
-  std::deque<v1::SchedulerMessage> outbox_;  // front is being written
+  std::deque<grpc::ByteBuffer> outbox_;  // front is being written
   bool finish_pending_ = false;
   bool finished_ = false;
   grpc::Status status_;
@@ -110,7 +127,7 @@ class WorkerStream : public grpc::ServerBidiReactor<v1::WorkerMessage, v1::Sched
 
 }  // namespace
 
-grpc::ServerBidiReactor<v1::WorkerMessage, v1::SchedulerMessage>* WorkerService::Connect(
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* WorkerService::Connect(
     grpc::CallbackServerContext* context) {
   return new WorkerStream(scheduler_, context->peer());
 }

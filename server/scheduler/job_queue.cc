@@ -1,4 +1,4 @@
-#include "job_queue.h"
+#include "scheduler/job_queue.h"
 
 #include <iterator>
 
@@ -42,6 +42,13 @@ std::unordered_map<int32_t, size_t> JobQueue::CountByPriority() const {
   std::unordered_map<int32_t, size_t> counts;
   for (const Entry& entry : order_) ++counts[entry.priority];
   return counts;
+}
+
+std::vector<std::string> JobQueue::InOrder() const {
+  std::vector<std::string> ids;
+  ids.reserve(order_.size());
+  for (const Entry& entry : order_) ids.push_back(entry.job_id);
+  return ids;
 }
 
 }  // namespace radial::server

@@ -1,4 +1,4 @@
-#include "request_validator.h"
+#include "scheduler/request_validator.h"
 
 #include <cmath>
 #include <string>
@@ -6,6 +6,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "radial/common/echo.h"
+#include "radial/common/status_macros.h"
 #include "radial/common/utf8.h"
 
 namespace radial::server {
@@ -70,11 +72,67 @@ absl::Status ResolveRadial(GenerateRequest& request, const ModelInfo& model) {
   return absl::OkStatus();
 }
 
+absl::Status CheckRange(const std::string& field, const v1::Range& range, uint32_t min_allowed) {
+  if (range.min() < min_allowed || range.min() > range.max()) {
+    return Invalid(field, absl::StrCat("[", range.min(), ", ", range.max(), "]"),
+                   absl::StrCat("a range with ", min_allowed, " <= min <= max"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ResolveTimeout(const std::string& field, uint32_t value, uint32_t fallback, GenerateRequest& request,
+                            void (GenerateRequest::*set)(uint32_t)) {
+  if (value > kMaxTimeoutSeconds) {
+    return Invalid(field, absl::StrCat(value), absl::StrCat("0 (the scheduler's default) to ", kMaxTimeoutSeconds));
+  }
+  (request.*set)(value == 0 ? fallback : value);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
+absl::Status ValidateModelInfo(const ModelInfo& model) {
+  if (model.name().empty() || model.name().size() > kMaxModelNameBytes || common::Utf8Length(model.name()) < 0) {
+    return Invalid("model.name", common::Echo(model.name()), absl::StrCat("1 to ", kMaxModelNameBytes, " bytes of UTF-8"));
+  }
+  const std::string where = absl::StrCat("model ", common::Echo(model.name()), ": ");
+  auto in_model = [&](absl::Status status) {
+    return status.ok() ? status : absl::InvalidArgumentError(absl::StrCat(where, status.message()));
+  };
+  RADIAL_RETURN_IF_ERROR(in_model(CheckRange("width", model.width(), 1)));
+  RADIAL_RETURN_IF_ERROR(in_model(CheckRange("height", model.height(), 1)));
+  RADIAL_RETURN_IF_ERROR(in_model(CheckRange("frames", model.frames(), 1)));
+  RADIAL_RETURN_IF_ERROR(in_model(CheckRange("steps", model.steps(), 1)));
+  if (model.size_multiple() == 0) return in_model(Invalid("size_multiple", "0", "at least 1"));
+  if (model.frame_step() == 0) return in_model(Invalid("frame_step", "0", "at least 1"));
+  if (model.prompt_max_chars() == 0) return in_model(Invalid("prompt_max_chars", "0", "at least 1"));
+  if (!std::isfinite(model.guidance_max()) || model.guidance_max() < 0) {
+    return in_model(Invalid("guidance_max", absl::StrCat(model.guidance_max()), "a finite value >= 0"));
+  }
+  // The defaults must themselves be a valid request: a client sending an empty request gets them.
+  GenerateRequest probe;
+  probe.set_prompt("x");
+  auto resolved = ResolveRequest(probe, {model}, model.name(), 0, RequestDefaults{});
+  if (!resolved.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, "defaults: ", resolved.status().message()));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<GenerateRequest> ResolveRequest(const GenerateRequest& request, const std::vector<ModelInfo>& models,
-                                               const std::string& default_model, uint64_t seed_if_unset) {
+                                               const std::string& default_model, uint64_t seed_if_unset,
+                                               const RequestDefaults& scheduler_defaults) {
   GenerateRequest resolved = request;
+  if (resolved.request_id().size() > kMaxRequestIdBytes || common::Utf8Length(resolved.request_id()) < 0) {
+    return Invalid("request_id", common::Echo(resolved.request_id()),
+                   absl::StrCat("0 to ", kMaxRequestIdBytes, " bytes of UTF-8"));
+  }
+  RADIAL_RETURN_IF_ERROR(ResolveTimeout("queue_timeout_seconds", resolved.queue_timeout_seconds(),
+                                        scheduler_defaults.queue_timeout_seconds, resolved,
+                                        &GenerateRequest::set_queue_timeout_seconds));
+  RADIAL_RETURN_IF_ERROR(ResolveTimeout("run_timeout_seconds", resolved.run_timeout_seconds(),
+                                        scheduler_defaults.run_timeout_seconds, resolved,
+                                        &GenerateRequest::set_run_timeout_seconds));
   if (resolved.model().empty()) resolved.set_model(default_model);
   const ModelInfo* model = nullptr;
   for (const ModelInfo& candidate : models) {
@@ -83,30 +141,20 @@ absl::StatusOr<GenerateRequest> ResolveRequest(const GenerateRequest& request, c
   if (model == nullptr) {
     std::vector<std::string> names;
     for (const ModelInfo& candidate : models) names.push_back(candidate.name());
-    return absl::NotFoundError(absl::StrCat("model: got '", resolved.model(), "', expected one of [",
-                                            absl::StrJoin(names, ", "), "]"));
+    return absl::NotFoundError(absl::StrCat("model: got ", common::Echo(resolved.model()),
+                                            ", expected one of the served models [", absl::StrJoin(names, ", "),
+                                            "]"));
   }
   const GenerateRequest& defaults = model->defaults();
 
-  if (auto status = CheckText("prompt", resolved.prompt(), model->prompt_max_chars(), true); !status.ok()) {
-    return status;
-  }
+  RADIAL_RETURN_IF_ERROR(CheckText("prompt", resolved.prompt(), model->prompt_max_chars(), true));
   if (resolved.negative_prompt().empty()) resolved.set_negative_prompt(defaults.negative_prompt());
-  if (auto status = CheckText("negative_prompt", resolved.negative_prompt(), model->prompt_max_chars(), false);
-      !status.ok()) {
-    return status;
-  }
+  RADIAL_RETURN_IF_ERROR(CheckText("negative_prompt", resolved.negative_prompt(), model->prompt_max_chars(), false));
 
   uint32_t width = resolved.width(), height = resolved.height(), steps = resolved.steps();
-  if (auto status = ResolveSize("width", width, defaults.width(), model->width(), model->size_multiple());
-      !status.ok()) {
-    return status;
-  }
-  if (auto status = ResolveSize("height", height, defaults.height(), model->height(), model->size_multiple());
-      !status.ok()) {
-    return status;
-  }
-  if (auto status = ResolveSize("steps", steps, defaults.steps(), model->steps(), 1); !status.ok()) return status;
+  RADIAL_RETURN_IF_ERROR(ResolveSize("width", width, defaults.width(), model->width(), model->size_multiple()));
+  RADIAL_RETURN_IF_ERROR(ResolveSize("height", height, defaults.height(), model->height(), model->size_multiple()));
+  RADIAL_RETURN_IF_ERROR(ResolveSize("steps", steps, defaults.steps(), model->steps(), 1));
   resolved.set_width(width);
   resolved.set_height(height);
   resolved.set_steps(steps);
@@ -137,7 +185,7 @@ absl::StatusOr<GenerateRequest> ResolveRequest(const GenerateRequest& request, c
     return Invalid("priority", absl::StrCat(resolved.priority()),
                    absl::StrCat("[", kMinPriority, ", ", kMaxPriority, "]"));
   }
-  if (auto status = ResolveRadial(resolved, *model); !status.ok()) return status;
+  RADIAL_RETURN_IF_ERROR(ResolveRadial(resolved, *model));
   return resolved;
 }
 

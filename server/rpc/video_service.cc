@@ -1,0 +1,176 @@
+#include "rpc/video_service.h"
+
+#include <memory>
+#include <mutex>
+
+#include "rpc/raw_message.h"
+#include "rpc/status_convert.h"
+
+namespace radial::server {
+namespace {
+
+// Streams one job's events to one client. Owns itself: deleted in OnDone. The scheduler holds only
+// a weak reference to `wake_` (a small Waiter that points back here until OnDone detaches it).
+class EventWriter : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
+ public:
+  // A stream that ends at once with `status` (e.g. a rejected request).
+  explicit EventWriter(const absl::Status& status) { Finish(ToGrpcStatus(status)); }
+
+  EventWriter(Scheduler& scheduler, std::string job_id, WatchCursor cursor)
+      : scheduler_(&scheduler),
+        job_id_(std::move(job_id)),
+        cursor_(std::move(cursor)),
+        wake_(std::make_shared<WakeHandle>(this)) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    Pump();
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    writing_ = false;
+    if (!ok) {  // the client went away
+      FinishOnce(absl::CancelledError("stream closed by the client"));
+      return;
+    }
+    Pump();
+  }
+
+  void OnCancel() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!writing_) FinishOnce(absl::CancelledError("stream cancelled by the client"));
+  }
+
+  void OnDone() override {
+    if (wake_) wake_->Detach();
+    if (scheduler_ != nullptr) scheduler_->EndWatch(job_id_);
+    delete this;
+  }
+
+ private:
+  class WakeHandle : public Waiter {
+   public:
+    explicit WakeHandle(EventWriter* writer) : writer_(writer) {}
+    void Wake() override {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (writer_ != nullptr) writer_->OnNews();
+    }
+    void Detach() {
+      std::lock_guard<std::mutex> lock(mutex_);
+      writer_ = nullptr;
+    }
+
+   private:
+    std::mutex mutex_;
+    EventWriter* writer_;
+  };
+
+  void OnNews() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    Pump();
+  }
+
+  // Under mutex_: writes the next event if none is in flight.
+  void Pump() {
+    if (writing_ || finished_) return;
+    const WatchStep step = scheduler_->NextEvent(job_id_, cursor_, event_, wake_);
+    switch (step.kind) {
+      case WatchStep::kEvent:
+        writing_ = true;
+        bytes_ = SerializeMessage(event_);
+        StartWrite(&bytes_);
+        break;
+      case WatchStep::kWait:
+        break;  // wake_ is registered with the job
+      case WatchStep::kEnd:
+        FinishOnce(step.end_status);
+        break;
+    }
+  }
+
+  void FinishOnce(const absl::Status& status) {
+    if (finished_) return;
+    finished_ = true;
+    Finish(ToGrpcStatus(status));
+  }
+
+  Scheduler* scheduler_ = nullptr;
+  const std::string job_id_;
+  std::mutex mutex_;
+  WatchCursor cursor_;
+  v1::JobEvent event_;
+  grpc::ByteBuffer bytes_;  // the event being written; untouched while writing_
+  bool writing_ = false;
+  bool finished_ = false;
+  std::shared_ptr<WakeHandle> wake_;
+};
+
+// Parses the request, runs `call` on it and answers with its result.
+template <typename Request, typename Call>
+grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw,
+                                 grpc::ByteBuffer* response, Call&& call) {
+  auto* reactor = context->DefaultReactor();
+  Request request;
+  if (absl::Status parsed = ParseMessage(*raw, request); !parsed.ok()) {
+    reactor->Finish(ToGrpcStatus(parsed));
+    return reactor;
+  }
+  const auto result = call(request);
+  if (result.ok()) *response = SerializeMessage(*result);
+  reactor->Finish(ToGrpcStatus(result.status()));
+  return reactor;
+}
+
+}  // namespace
+
+VideoService::Writer* VideoService::Follow(const std::string& job_id, const absl::StatusOr<WatchCursor>& cursor) {
+  if (!cursor.ok()) return new EventWriter(cursor.status());
+  return new EventWriter(scheduler_, job_id, *cursor);
+}
+
+VideoService::Writer* VideoService::Generate(Context*, const Bytes* raw) {
+  v1::GenerateRequest request;
+  if (absl::Status parsed = ParseMessage(*raw, request); !parsed.ok()) return new EventWriter(parsed);
+  const absl::StatusOr<v1::Job> job = scheduler_.Submit(request);
+  if (!job.ok()) return new EventWriter(job.status());
+  return Follow(job->id(), scheduler_.StartWatch(job->id(), 0, 0));
+}
+
+VideoService::Unary* VideoService::Submit(Context* context, const Bytes* request, Bytes* response) {
+  return Answer<v1::GenerateRequest>(context, request, response,
+                                     [&](const v1::GenerateRequest& r) { return scheduler_.Submit(r); });
+}
+
+VideoService::Writer* VideoService::Watch(Context*, const Bytes* raw) {
+  v1::WatchRequest request;
+  if (absl::Status parsed = ParseMessage(*raw, request); !parsed.ok()) return new EventWriter(parsed);
+  return Follow(request.job_id(),
+                scheduler_.StartWatch(request.job_id(), request.from_byte_offset(), request.attempt()));
+}
+
+VideoService::Unary* VideoService::GetJob(Context* context, const Bytes* request, Bytes* response) {
+  return Answer<v1::GetJobRequest>(context, request, response,
+                                   [&](const v1::GetJobRequest& r) { return scheduler_.GetJob(r.job_id()); });
+}
+
+VideoService::Unary* VideoService::CancelJob(Context* context, const Bytes* request, Bytes* response) {
+  return Answer<v1::CancelJobRequest>(context, request, response,
+                                      [&](const v1::CancelJobRequest& r) { return scheduler_.Cancel(r.job_id()); });
+}
+
+VideoService::Unary* VideoService::ListModels(Context* context, const Bytes* request, Bytes* response) {
+  return Answer<v1::ListModelsRequest>(context, request, response, [&](const v1::ListModelsRequest&) {
+    return absl::StatusOr<v1::ListModelsResponse>(scheduler_.ListModels());
+  });
+}
+
+VideoService::Unary* VideoService::ListJobs(Context* context, const Bytes* request, Bytes* response) {
+  return Answer<v1::ListJobsRequest>(context, request, response,
+                                     [&](const v1::ListJobsRequest& r) { return scheduler_.ListJobs(r); });
+}
+
+VideoService::Unary* VideoService::DeleteJob(Context* context, const Bytes* request, Bytes* response) {
+  return Answer<v1::DeleteJobRequest>(context, request, response,
+                                      [&](const v1::DeleteJobRequest& r) { return scheduler_.Delete(r.job_id()); });
+}
+
+}  // namespace radial::server

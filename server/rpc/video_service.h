@@ -1,0 +1,46 @@
+// radial.v1.VideoService over the Scheduler, with gRPC's callback API on raw bytes (raw_message.h
+// says why): no handler blocks on another party. Streams (Generate, Watch) pull events from the
+// scheduler one write at a time, so a slow client holds at most one event in memory; the video
+// bytes stay in the scheduler's job record or its store.
+#ifndef RADIAL_SERVER_RPC_VIDEO_SERVICE_H_
+#define RADIAL_SERVER_RPC_VIDEO_SERVICE_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include "radial/v1/video_service.grpc.pb.h"
+#include "scheduler/scheduler.h"
+
+namespace radial::server {
+
+using RawVideoService = v1::VideoService::WithRawCallbackMethod_Generate<
+    v1::VideoService::WithRawCallbackMethod_Submit<v1::VideoService::WithRawCallbackMethod_Watch<
+        v1::VideoService::WithRawCallbackMethod_GetJob<v1::VideoService::WithRawCallbackMethod_CancelJob<
+            v1::VideoService::WithRawCallbackMethod_ListModels<v1::VideoService::WithRawCallbackMethod_ListJobs<
+                v1::VideoService::WithRawCallbackMethod_DeleteJob<v1::VideoService::Service>>>>>>>>;
+
+class VideoService final : public RawVideoService {
+ public:
+  explicit VideoService(Scheduler& scheduler) : scheduler_(scheduler) {}
+
+  using Writer = grpc::ServerWriteReactor<grpc::ByteBuffer>;
+  using Unary = grpc::ServerUnaryReactor;
+  using Context = grpc::CallbackServerContext;
+  using Bytes = grpc::ByteBuffer;
+
+  Writer* Generate(Context* context, const Bytes* request) override;
+  Unary* Submit(Context* context, const Bytes* request, Bytes* response) override;
+  Writer* Watch(Context* context, const Bytes* request) override;
+  Unary* GetJob(Context* context, const Bytes* request, Bytes* response) override;
+  Unary* CancelJob(Context* context, const Bytes* request, Bytes* response) override;
+  Unary* ListModels(Context* context, const Bytes* request, Bytes* response) override;
+  Unary* ListJobs(Context* context, const Bytes* request, Bytes* response) override;
+  Unary* DeleteJob(Context* context, const Bytes* request, Bytes* response) override;
+
+ private:
+  Writer* Follow(const std::string& job_id, const absl::StatusOr<WatchCursor>& cursor);
+  Scheduler& scheduler_;
+};
+
+}  // namespace radial::server
+
+#endif  // RADIAL_SERVER_RPC_VIDEO_SERVICE_H_

@@ -1,0 +1,118 @@
+#include "server_flags.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "radial/common/echo.h"
+#include "store/sqlite_job_store.h"
+
+namespace radial::server {
+namespace {
+
+volatile std::sig_atomic_t stop_requested = 0;
+
+common::FlagHandler Seconds(int64_t min, int64_t max, int64_t* target_ms) {
+  return common::IntegerFlag(min, max, [target_ms](int64_t v) { *target_ms = v * 1000; });
+}
+
+}  // namespace
+
+const char kServerFlagsUsage[] =
+    "  --listen HOST:PORT     address for clients and workers (default 0.0.0.0:50051; env RADIAL_LISTEN)\n"
+    "  --data-dir DIR         job database (SQLite, WAL) and finished videos (env RADIAL_DATA_DIR)\n"
+    "  --sqlite-synchronous full|normal  full (default): an acknowledged job survives power loss;\n"
+    "                         normal: survives a process crash, faster\n"
+    "  --queue-capacity N     queued jobs before Submit answers RESOURCE_EXHAUSTED (default 256)\n"
+    "  --retain-jobs N        ended jobs kept with their video (default 10000)\n"
+    "  --retain-hours H       ended jobs kept this long after they end (default 168)\n"
+    "  --retain-bytes B       stored video bytes kept (default 53687091200, 50 GiB)\n"
+    "  --max-attempts N       runs of a job whose worker is lost, in all (default 2)\n"
+    "  --default-model NAME   model used when a request names none (default: first announced)\n"
+    "  --worker-timeout S     a worker silent this long (no heartbeat) is gone (default 30)\n"
+    "  --queue-timeout S      default limit on a job's time queued (default 86400)\n"
+    "  --run-timeout S        default limit on a job's time running (default 21600)\n"
+    "  --model-ttl S          a model no worker serves stays listed this long (default 300)\n"
+    "  --port-file FILE       write the bound port to FILE once listening (useful with port 0)\n"
+    "  RADIAL_LOG_LEVEL       trace, debug, info (default), warn, error, critical, off\n";
+
+void AddServerFlags(ServerConfig& config, std::map<std::string, common::FlagHandler>& flags) {
+  if (const char* listen = std::getenv("RADIAL_LISTEN")) config.server.listen = listen;
+  if (const char* dir = std::getenv("RADIAL_DATA_DIR")) config.data_dir = dir;
+  SchedulerOptions& s = config.server.scheduler;
+  using common::IntegerFlag;
+  flags["--listen"] = common::StringFlag(&config.server.listen);
+  flags["--data-dir"] = common::StringFlag(&config.data_dir);
+  flags["--port-file"] = common::StringFlag(&config.port_file);
+  flags["--default-model"] = common::StringFlag(&s.default_model);
+  flags["--sqlite-synchronous"] = [&config](const std::string& value) -> std::string {
+    if (value != "full" && value != "normal") return "got " + common::Echo(value) + ", expected full or normal";
+    config.sqlite_synchronous_full = value == "full";
+    return "";
+  };
+  flags["--queue-capacity"] = IntegerFlag(1, 1 << 20, [&s](int64_t v) { s.queue_capacity = v; });
+  flags["--retain-jobs"] = IntegerFlag(1, 100000000, [&s](int64_t v) { s.retention.max_jobs = v; });
+  flags["--retain-hours"] = IntegerFlag(0, 24 * 3650, [&s](int64_t v) { s.retention.max_age_ms = v * 3600 * 1000; });
+  flags["--retain-bytes"] = IntegerFlag(0, int64_t{1} << 50, [&s](int64_t v) { s.retention.max_bytes = v; });
+  flags["--max-attempts"] = IntegerFlag(1, 100, [&s](int64_t v) { s.max_attempts = v; });
+  flags["--worker-timeout"] = Seconds(1, 3600, &s.worker_timeout_ms);
+  flags["--model-ttl"] = Seconds(0, 7 * 24 * 3600, &s.model_ttl_ms);
+  flags["--queue-timeout"] = IntegerFlag(1, kMaxTimeoutSeconds,
+                                         [&s](int64_t v) { s.request_defaults.queue_timeout_seconds = v; });
+  flags["--run-timeout"] = IntegerFlag(1, kMaxTimeoutSeconds,
+                                       [&s](int64_t v) { s.request_defaults.run_timeout_seconds = v; });
+}
+
+std::string DescribeConfig(const ServerConfig& config) {
+  const SchedulerOptions& s = config.server.scheduler;
+  return absl::StrCat("listen ", config.server.listen, ", data dir ", config.data_dir, " (synchronous ",
+                      config.sqlite_synchronous_full ? "full" : "normal", "), queue capacity ", s.queue_capacity,
+                      ", retain ", s.retention.max_jobs, " jobs / ", s.retention.max_age_ms / 3600000, " h / ",
+                      s.retention.max_bytes, " bytes, attempts ", s.max_attempts, ", worker timeout ",
+                      s.worker_timeout_ms / 1000, " s, queue timeout ", s.request_defaults.queue_timeout_seconds,
+                      " s, run timeout ", s.request_defaults.run_timeout_seconds, " s, model ttl ",
+                      s.model_ttl_ms / 1000, " s");
+}
+
+void WritePortFile(const std::string& path, int port) {
+  const std::string partial = path + ".partial";
+  std::ofstream(partial) << port << "\n";
+  std::rename(partial.c_str(), path.c_str());
+}
+
+absl::StatusOr<std::unique_ptr<JobStore>> OpenStore(const ServerConfig& config) {
+  SqliteStoreOptions options;
+  options.data_dir = config.data_dir;
+  options.synchronous_full = config.sqlite_synchronous_full;
+  absl::StatusOr<std::unique_ptr<SqliteJobStore>> store = SqliteJobStore::Open(options);
+  if (!store.ok()) return store.status();
+  return std::unique_ptr<JobStore>(*std::move(store));
+}
+
+absl::Status SetLogLevelFromEnvironment() {
+  const char* level = std::getenv("RADIAL_LOG_LEVEL");
+  if (level == nullptr) return absl::OkStatus();
+  const std::string name = level;
+  for (const char* known : {"trace", "debug", "info", "warn", "error", "critical", "off"}) {
+    if (name == known) {
+      spdlog::set_level(spdlog::level::from_str(name));
+      return absl::OkStatus();
+    }
+  }
+  return absl::InvalidArgumentError(absl::StrCat("RADIAL_LOG_LEVEL: got ", common::Echo(name),
+                                                 ", expected trace, debug, info, warn, error, critical or off"));
+}
+
+void WaitForTerminationSignal() {
+  std::signal(SIGINT, [](int) { stop_requested = 1; });
+  std::signal(SIGTERM, [](int) { stop_requested = 1; });
+  while (!stop_requested) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+}
+
+}  // namespace radial::server

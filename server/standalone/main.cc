@@ -1,0 +1,85 @@
+// radial-standalone: the scheduler and one embedded worker in one process, for a first run, the demo
+// and tests. Same flags as radial-scheduler plus the worker's bundle and device; without --data-dir
+// the jobs live in a temporary directory that is removed at exit.
+#include <spdlog/spdlog.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <string>
+#include <thread>
+
+#include "pipeline.h"
+#include "server_flags.h"
+#include "worker_client.h"
+
+int main(int argc, char** argv) {
+  const std::string usage = std::string(
+                                "usage: radial-standalone --embedded-worker BUNDLE [--embedded-device cpu|cuda] "
+                                "[flags]\n"
+                                "  --embedded-worker BUNDLE  model bundle the in-process worker serves (required)\n"
+                                "  --embedded-device DEV     its device (default cpu)\n") +
+                            radial::server::kServerFlagsUsage +
+                            "  (--data-dir defaults to a temporary directory removed at exit)\n";
+  radial::server::ServerConfig config;
+  config.server.listen = "127.0.0.1:50051";
+  std::string bundle, device = "cpu";
+  std::map<std::string, radial::common::FlagHandler> flags;
+  radial::server::AddServerFlags(config, flags);
+  flags["--embedded-worker"] = radial::common::StringFlag(&bundle);
+  flags["--embedded-device"] = radial::common::StringFlag(&device);
+  if (const auto status = radial::common::ParseFlags(argc, argv, flags, usage, std::cout, std::cerr)) return *status;
+  if (bundle.empty()) {
+    std::cerr << "--embedded-worker: missing, expected a model bundle directory\n" << usage;
+    return 2;
+  }
+  if (const absl::Status level = radial::server::SetLogLevelFromEnvironment(); !level.ok()) {
+    std::cerr << "radial-standalone: " << level.message() << "\n";
+    return 2;
+  }
+  // The model loads before the server opens, so a bad bundle fails fast.
+  auto pipeline = radial::worker::Pipeline::Load(bundle, device);
+  if (!pipeline.ok()) {
+    spdlog::critical("radial-standalone: --embedded-worker: {}", std::string(pipeline.status().message()));
+    return 1;
+  }
+  std::string temporary_dir;
+  if (config.data_dir.empty()) {
+    std::string pattern = (std::filesystem::temp_directory_path() / "radial-standalone-XXXXXX").string();
+    if (mkdtemp(pattern.data()) == nullptr) {
+      spdlog::critical("radial-standalone: cannot create a temporary data directory {}", pattern);
+      return 1;
+    }
+    temporary_dir = config.data_dir = pattern;
+  }
+  int exit_code = 0;
+  {
+    auto store = radial::server::OpenStore(config);
+    auto server = store.ok() ? radial::server::SchedulerServer::Start(config.server, *std::move(store))
+                             : absl::StatusOr<std::unique_ptr<radial::server::SchedulerServer>>(store.status());
+    if (!server.ok()) {
+      spdlog::critical("radial-standalone: {}", std::string(server.status().message()));
+      exit_code = 1;
+    } else {
+      spdlog::info("radial-standalone listening on port {}: {}", (*server)->port(),
+                   radial::server::DescribeConfig(config));
+      if (!config.port_file.empty()) radial::server::WritePortFile(config.port_file, (*server)->port());
+      radial::worker::WorkerOptions worker_options;
+      worker_options.scheduler = "127.0.0.1:" + std::to_string((*server)->port());
+      worker_options.worker_id = "embedded";
+      radial::worker::WorkerClient worker(worker_options, **pipeline);
+      std::thread worker_thread([&worker] { (void)worker.Run(); });
+      radial::server::WaitForTerminationSignal();
+      spdlog::info("radial-standalone shutting down");
+      worker.Stop();  // a running job stays in the store and runs again on the next start
+      worker_thread.join();
+      (*server)->Shutdown();
+    }
+  }
+  if (!temporary_dir.empty()) {
+    std::error_code ignored;
+    std::filesystem::remove_all(temporary_dir, ignored);
+  }
+  return exit_code;
+}
