@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, exports the tiny random-weight Wan2.1 bundle (once), starts
-# radial-scheduler with an embedded CPU worker on a free local port, and generates out.mp4 with
+# radial-standalone (the scheduler with an embedded CPU worker; its jobs live in a temporary data
+# directory removed at exit) on a free local port, and generates out.mp4 with
 # radialctl. Random weights: the video is noise-like (docs: README "Real weights").
 # Usage: scripts/demo.sh ["prompt"] [radialctl generate flags...]
 set -euo pipefail
@@ -18,17 +19,18 @@ shift || true
 
 LOG=$BUILD/demo-server.log
 rm -f "$BUILD/demo-port"
-"$BUILD/server/radial-scheduler" --listen 127.0.0.1:0 --port-file "$BUILD/demo-port" --embedded-worker "$BUNDLE" >"$LOG" 2>&1 &
+"$BUILD/server/standalone/radial-standalone" --listen 127.0.0.1:0 --port-file "$BUILD/demo-port" \
+  --embedded-worker "$BUNDLE" >"$LOG" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null || true' EXIT
 PORT=""
 for _ in $(seq 1 100); do  # up to 20 s for the model to load and the worker to announce it
   PORT=$(cat "$BUILD/demo-port" 2>/dev/null || true)
-  if [ -n "$PORT" ] && grep -q "worker embedded connected" "$LOG"; then break; fi
-  kill -0 $SERVER 2>/dev/null || { cat "$LOG"; echo "demo: radial-scheduler exited" >&2; exit 1; }
+  if [ -n "$PORT" ] && grep -q "worker 'embedded' connected" "$LOG"; then break; fi
+  kill -0 $SERVER 2>/dev/null || { cat "$LOG"; echo "demo: radial-standalone exited" >&2; exit 1; }
   sleep 0.2
 done
-[ -n "$PORT" ] || { cat "$LOG"; echo "demo: radial-scheduler did not start" >&2; exit 1; }
+[ -n "$PORT" ] || { cat "$LOG"; echo "demo: radial-standalone did not start" >&2; exit 1; }
 
 "$BUILD/client/radialctl" --server "127.0.0.1:$PORT" generate "$PROMPT" -o out.mp4 "$@"
 if command -v ffprobe >/dev/null; then

@@ -345,7 +345,9 @@ void Scheduler::EndWatch(const std::string& job_id) {
     std::lock_guard<std::mutex> lock(mutex_);
     JobRecord* record = jobs_.Find(job_id);
     if (record == nullptr || record->watchers == 0) return;
-    --record->watchers;
+    if (--record->watchers == 0 && record->ended() && record->stored.video.empty()) {
+      record->video = std::make_shared<std::string>();  // a failed job's partial bytes: nobody reads them now
+    }
     Seal(effects);  // retention may take the job now that nobody reads it
   }
   (void)Apply(effects);
@@ -768,8 +770,8 @@ void Scheduler::Finish(JobRecord& record, v1::JobState state, const absl::Status
     v1::JobStats& stats = *job.mutable_stats();
     stats.set_queue_seconds((job.started_unix_ms() - job.created_unix_ms()) / 1000.0);
     stats.set_total_seconds((job.finished_unix_ms() - job.created_unix_ms()) / 1000.0);
-  } else {
-    record.video = std::make_shared<std::string>();  // only succeeded jobs keep bytes
+  } else if (record.watchers == 0) {
+    record.video = std::make_shared<std::string>();  // partial bytes are kept only for current watchers
   }
   record.finishing = false;
   spdlog::info("job_id={} ended {}{}{}", record.id(), StateName(state), status.ok() ? "" : ": ",

@@ -23,7 +23,8 @@
 
 #include "radial/v1/video_service.grpc.pb.h"
 #include "radial/v1/worker_service.grpc.pb.h"
-#include "scheduler_server.h"
+#include "rpc/scheduler_server.h"
+#include "tests/server/fake_fmp4.h"
 #include "tests/server/tiny_model_info.h"
 
 namespace radial::client {
@@ -122,10 +123,10 @@ class FakeWorker {
   void Video(const std::string& job_id, const std::string& bytes, size_t piece = 7) {
     for (size_t offset = 0; offset < bytes.size(); offset += piece) Chunk(job_id, offset, bytes.substr(offset, piece));
   }
-  void Done(const std::string& job_id) {
+  void Done(const std::string& job_id, uint32_t frames = 17) {
     v1::WorkerMessage message;
     message.mutable_done()->set_job_id(job_id);
-    message.mutable_done()->mutable_stats()->set_frames(17);
+    message.mutable_done()->mutable_stats()->set_frames(frames);
     message.mutable_done()->mutable_stats()->set_mask_density(0.5);
     message.mutable_done()->mutable_stats()->set_total_seconds(1.25);
     stream_->Write(message);
@@ -148,7 +149,8 @@ class FakeWorker {
   std::thread thread_;
 };
 
-const std::string kVideo = "ftyp....moov....moof....mdat-first-fragment moof....mdat-second";
+// Passes the scheduler's check of worker output (ftyp, moov, moof+mdat with 17 samples).
+const std::string kVideo = radial::testing::FakeFmp4(17, 40);
 
 struct RunResult {
   int code;
@@ -162,7 +164,7 @@ class RadialctlTest : public ::testing::Test {
     server::ServerOptions options;
     options.listen = "127.0.0.1:0";
     options.scheduler.max_chunk_bytes = 16;  // several chunk events per video
-    auto server = server::SchedulerServer::Start(options);
+    auto server = server::SchedulerServer::Start(options, std::make_unique<server::InMemoryJobStore>());
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
     address_ = "127.0.0.1:" + std::to_string(server_->port());
@@ -258,7 +260,8 @@ TEST_F(RadialctlTest, FlagsBecomeTheRequest) {
   std::promise<v1::GenerateRequest> seen;
   AddWorker("w1", [&seen](FakeWorker& worker, const v1::Assign& assign) {
     seen.set_value(assign.request());
-    worker.Done(assign.job_id());
+    worker.Video(assign.job_id(), radial::testing::FakeFmp4(assign.request().frames()));
+    worker.Done(assign.job_id(), assign.request().frames());
   });
   const RunResult result =
       Run({"generate", "a red fox", "--frames", "9", "--seed", "7", "--guidance", "4.5", "--sink", "on", "--block=128",
@@ -295,8 +298,8 @@ TEST_F(RadialctlTest, TerminalShowsOneRedrawnLineWithBarAndEta) {
 }
 
 TEST_F(RadialctlTest, RestartedJobTruncatesTheFileToTheSecondAttempt) {
-  const std::string first_attempt = "first attempt: a longer video that will be discarded";
-  const std::string second_attempt = "second attempt";
+  const std::string first_attempt = radial::testing::FakeFmp4(17, 200).substr(0, 300);  // cut off by the loss
+  const std::string second_attempt = radial::testing::FakeFmp4(17, 10);
   AddWorker("w1",
             [&](FakeWorker& worker, const v1::Assign& assign) { worker.Chunk(assign.job_id(), 0, first_attempt); });
   LockedText err_text;
@@ -345,18 +348,18 @@ TEST_F(RadialctlTest, UnknownJobIsNotFoundForStatusCancelAndWatch) {
 
 TEST_F(RadialctlTest, FailedJobExits4AndRemovesThePartialFileUnlessKept) {
   AddWorker("w1", [](FakeWorker& worker, const v1::Assign& assign) {
-    worker.Chunk(assign.job_id(), 0, "partial");
+    worker.Chunk(assign.job_id(), 0, kVideo.substr(0, 20));
     worker.Failed(assign.job_id(), 13, "decoder ran out of memory");
   });
   const std::string path = Path("failed.mp4");
   RunResult result = Run({"generate", "x", "-o", path});
   EXPECT_EQ(result.code, 4);
-  EXPECT_NE(result.err.find("failed: INTERNAL: decoder ran out of memory"), std::string::npos) << result.err;
+  EXPECT_NE(result.err.find("failed: INTERNAL: worker w1: decoder ran out of memory"), std::string::npos) << result.err;
   EXPECT_FALSE(std::filesystem::exists(path));
 
   result = Run({"generate", "x", "-o", path, "--keep-partial"});
   EXPECT_EQ(result.code, 4);
-  EXPECT_EQ(Read(path), "partial");
+  EXPECT_EQ(Read(path), kVideo.substr(0, 20));
 }
 
 TEST_F(RadialctlTest, CancelQueuedJob) {
@@ -418,7 +421,7 @@ TEST_F(RadialctlTest, WatchResumesAPartialFileWithTheRemainingBytes) {
   WriteFile(resumed, kVideo + "extra");
   watch = Run({"watch", id, "-o", resumed});
   EXPECT_EQ(watch.code, 3);
-  EXPECT_NE(watch.err.find("INVALID_ARGUMENT: from_byte_offset"), std::string::npos) << watch.err;
+  EXPECT_NE(watch.err.find("OUT_OF_RANGE: from_byte_offset"), std::string::npos) << watch.err;
 
   // No file: the job is followed and its bytes counted.
   watch = Run({"watch", id, "--from-offset", "10"});
@@ -496,7 +499,7 @@ TEST_F(RadialctlTest, SilentServerExits6AfterTheConnectTimeout) {
 TEST_F(RadialctlTest, NoWorkerYetIsUnavailableFromTheServerItself) {
   const RunResult result = Run({"submit", "x"});
   EXPECT_EQ(result.code, 6);
-  EXPECT_NE(result.err.find("UNAVAILABLE: model: no worker has announced a model yet"), std::string::npos)
+  EXPECT_NE(result.err.find("UNAVAILABLE: model: no worker serves a model now"), std::string::npos)
       << result.err;
   EXPECT_EQ(result.err.find("set --server"), std::string::npos) << "the server was reached: " << result.err;
 }

@@ -1,7 +1,7 @@
 """A second, independent client: Python with grpcio stubs generated from proto/ at test time, against
-a real radial-scheduler process with an embedded worker on the tiny bundle.
+a real radial-standalone process (scheduler with an embedded worker) on the tiny bundle.
 
-Environment (set by ctest): RADIAL_SCHEDULER_BIN, RADIAL_TEST_BUNDLE.
+Environment (set by ctest): RADIAL_STANDALONE_BIN, RADIAL_TEST_BUNDLE.
 """
 
 import os
@@ -32,7 +32,7 @@ def stubs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    binary = os.environ["RADIAL_SCHEDULER_BIN"]
+    binary = os.environ["RADIAL_STANDALONE_BIN"]
     bundle = os.environ["RADIAL_TEST_BUNDLE"]
     work = tmp_path_factory.mktemp("server")
     port_file = work / "port"

@@ -65,7 +65,8 @@ class EndToEndTest : public ::testing::Test {
     dir_ = std::filesystem::temp_directory_path() / ("radial_e2e_" + std::to_string(getpid()));
     std::filesystem::create_directories(dir_);
     const std::string port_file = (dir_ / "port").string();
-    scheduler_ = Spawn({Env("RADIAL_SCHEDULER_BIN"), "--listen", "127.0.0.1:0", "--port-file", port_file},
+    scheduler_ = Spawn({Env("RADIAL_SCHEDULER_BIN"), "--listen", "127.0.0.1:0", "--port-file", port_file, "--data-dir",
+                        (dir_ / "data").string()},
                        (dir_ / "scheduler.log").string());
     ASSERT_GT(scheduler_, 0);
     std::string port;

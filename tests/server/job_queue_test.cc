@@ -1,4 +1,4 @@
-#include "job_queue.h"
+#include "scheduler/job_queue.h"
 
 #include <gtest/gtest.h>
 

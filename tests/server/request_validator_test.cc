@@ -1,4 +1,4 @@
-#include "request_validator.h"
+#include "scheduler/request_validator.h"
 
 #include <gtest/gtest.h>
 
@@ -48,7 +48,7 @@ ModelInfo TinyModel() {
 }
 
 absl::StatusOr<GenerateRequest> Resolve(const GenerateRequest& request) {
-  return ResolveRequest(request, {TinyModel()}, "wan2.1-tiny", 42);
+  return ResolveRequest(request, {TinyModel()}, "wan2.1-tiny", 42, RequestDefaults{});
 }
 
 GenerateRequest Prompt(const std::string& prompt) {
