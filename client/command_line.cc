@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <functional>
 #include <limits>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -49,6 +50,18 @@ absl::StatusOr<float> ParseFloat(std::string flag, std::string text) {
   return value;  // NaN and infinities pass: the server rejects them with its own message
 }
 
+// "queued", "running", ... as radialctl prints them (JobStateName).
+absl::StatusOr<v1::JobState> ParseJobState(std::string flag, std::string text) {
+  static const std::pair<const char*, v1::JobState> kNames[] = {
+      {"queued", v1::JOB_STATE_QUEUED}, {"running", v1::JOB_STATE_RUNNING},     {"succeeded", v1::JOB_STATE_SUCCEEDED},
+      {"failed", v1::JOB_STATE_FAILED}, {"cancelled", v1::JOB_STATE_CANCELLED},
+  };
+  for (const auto& [name, state] : kNames) {
+    if (text == name) return state;
+  }
+  return UsageError(absl::StrCat(flag, ": got '", text, "', expected queued, running, succeeded, failed or cancelled"));
+}
+
 absl::StatusOr<bool> ParseOnOff(std::string flag, std::string text) {
   if (text == "on") return true;
   if (text == "off") return false;
@@ -80,7 +93,9 @@ const std::vector<Flag>& Flags() {
          i.server = std::string(value);
          return absl::OkStatus();
        }},
-      {"--json", false, Bit(Command::kStatus) | Bit(Command::kModels) | Bit(Command::kSubmit),
+      {"--json", false,
+       Bit(Command::kStatus) | Bit(Command::kModels) | Bit(Command::kSubmit) | Bit(Command::kJobs) |
+           Bit(Command::kDelete),
        [](std::string, std::string, Invocation& i) {
          i.json = true;
          return absl::OkStatus();
@@ -90,7 +105,7 @@ const std::vector<Flag>& Flags() {
          i.verbose = true;
          return absl::OkStatus();
        }},
-      {"--model", true, kRequestCommands,
+      {"--model", true, kRequestCommands | Bit(Command::kJobs),
        [](std::string, std::string value, Invocation& i) {
          i.request.set_model(std::string(value));
          return absl::OkStatus();
@@ -160,6 +175,39 @@ const std::vector<Flag>& Flags() {
        }},
       UnsignedFlag<uint64_t>("--from-offset", Bit(Command::kWatch),
                              [](Invocation& i, uint64_t v) { i.from_offset = v; }),
+      {"--request-id", true, kRequestCommands,
+       [](std::string flag, std::string value, Invocation& i) {
+         // An empty key would submit without one: most likely an unset variable in a script.
+         if (value.empty()) return UsageError(absl::StrCat(flag, ": got an empty key, expected 1 to 128 bytes"));
+         i.request.set_request_id(value);
+         return absl::OkStatus();
+       }},
+      UnsignedFlag<uint32_t>("--queue-timeout", kRequestCommands,
+                             [](Invocation& i, uint32_t v) { i.request.set_queue_timeout_seconds(v); }),
+      UnsignedFlag<uint32_t>("--run-timeout", kRequestCommands,
+                             [](Invocation& i, uint32_t v) { i.request.set_run_timeout_seconds(v); }),
+      {"--state", true, Bit(Command::kJobs),
+       [](std::string flag, std::string value, Invocation& i) {
+         // Repeatable, and each value may be a comma-separated list: --state queued,running.
+         size_t start = 0;
+         while (true) {
+           const size_t comma = value.find(',', start);
+           auto state = ParseJobState(flag, value.substr(start, comma - start));
+           if (!state.ok()) return state.status();
+           i.states.push_back(*state);
+           if (comma == std::string::npos) break;
+           start = comma + 1;
+         }
+         return absl::OkStatus();
+       }},
+      {"--limit", true, Bit(Command::kJobs),
+       [](std::string flag, std::string value, Invocation& i) {
+         auto parsed = ParseInteger<uint32_t>(flag, value);
+         if (!parsed.ok()) return parsed.status();
+         if (*parsed == 0) return UsageError(absl::StrCat(flag, ": got '0', expected a positive integer"));
+         i.limit = *parsed;
+         return absl::OkStatus();
+       }},
   };
   return flags;
 }
@@ -171,6 +219,8 @@ std::optional<Command> CommandNamed(std::string name) {
   if (name == "status") return Command::kStatus;
   if (name == "cancel") return Command::kCancel;
   if (name == "models") return Command::kModels;
+  if (name == "jobs") return Command::kJobs;
+  if (name == "delete") return Command::kDelete;
   if (name == "help") return Command::kHelp;
   return std::nullopt;
 }
@@ -194,8 +244,9 @@ absl::StatusOr<Invocation> ParseCommandLine(const std::vector<std::string>& args
       if (!command) {
         command = CommandNamed(arg);
         if (!command)
-          return UsageError(absl::StrCat("unknown command '", arg,
-                                         "', expected one of generate, submit, watch, status, cancel, models"));
+          return UsageError(
+              absl::StrCat("unknown command '", arg,
+                           "', expected one of generate, submit, watch, status, cancel, delete, jobs, models"));
         command_name = std::string(arg);
       } else {
         positional.emplace_back(arg);
@@ -231,7 +282,8 @@ absl::StatusOr<Invocation> ParseCommandLine(const std::vector<std::string>& args
     seen.push_back(flag);
   }
   if (help || !command || *command == Command::kHelp) {
-    if (!help && !command) return UsageError("expected a command: generate, submit, watch, status, cancel or models");
+    if (!help && !command)
+      return UsageError("expected a command: generate, submit, watch, status, cancel, delete, jobs or models");
     invocation.command = Command::kHelp;
     return invocation;
   }
@@ -255,13 +307,17 @@ absl::StatusOr<Invocation> ParseCommandLine(const std::vector<std::string>& args
     case Command::kWatch:
     case Command::kStatus:
     case Command::kCancel:
+    case Command::kDelete:
       if (positional.size() != 1) {
         return UsageError(absl::StrCat(command_name, ": expected one job id argument, got ", positional.size()));
       }
       invocation.job_id = positional[0];
       break;
     case Command::kModels:
-      if (!positional.empty()) return UsageError(absl::StrCat("models: takes no arguments, got '", positional[0], "'"));
+    case Command::kJobs:
+      if (!positional.empty()) {
+        return UsageError(absl::StrCat(command_name, ": takes no arguments, got '", positional[0], "'"));
+      }
       break;
     case Command::kHelp: break;
   }
@@ -277,9 +333,14 @@ Commands:
   submit PROMPT [request flags] [--verbose] [--json]
       Submit a job and print its id.
   watch JOB_ID [-o FILE] [--from-offset N] [--keep-partial]
-      Follow a job; with -o write its MP4 (an existing FILE is resumed from its size).
+      Follow a job; with -o write its MP4 (an existing FILE is resumed from its size; the attempt
+      its bytes came from is kept in FILE.radial-attempt until the job ends).
   status JOB_ID [--json]      Show a job's state, progress and stats.
   cancel JOB_ID               Cancel a queued or running job.
+  delete JOB_ID [--json]      Remove a job and its video (cancelling it first if it has not ended).
+  jobs [--state S ...] [--model NAME] [--limit N] [--json]
+      List jobs, newest first: S is queued, running, succeeded, failed or cancelled (repeat the
+      flag or separate with commas); at most N (default 50).
   models [--json]             List the models the connected workers serve.
 
 Request flags (unset: the model's default, resolved by the server):
@@ -287,6 +348,9 @@ Request flags (unset: the model's default, resolved by the server):
   --seed N  --guidance G  --priority P (-10..10)
   radial attention: --decay D  --sink on|off  --block 64|128  --dense-layers N  --dense-steps N
                     --dense-last-steps N  --dense
+  --request-id KEY   idempotency key: submitting the same KEY again returns the first job
+  --queue-timeout S  --run-timeout S   fail the job with DEADLINE_EXCEEDED after S seconds queued
+                                       or running (0: the server's default)
 
 --server defaults to $RADIAL_SERVER, else localhost:50051.
 Exit codes: 0 ok, 1 local error, 2 usage, 3 rejected by the server, 4 job failed, 5 job cancelled,

@@ -41,7 +41,10 @@ FollowResult FollowJob(grpc::ClientContext& context, grpc::ClientReaderInterface
       }
       case v1::JobEvent::kRestarted:
         display.Restarted(event.restarted().attempt(), event.restarted().reason(), bytes);
-        if (file != nullptr) local = file->Truncate();
+        if (file != nullptr) {
+          local = file->Truncate();
+          file->SetAttempt(event.restarted().attempt());  // recorded with the new attempt's first bytes
+        }
         bytes = 0;
         received = 0;
         break;

@@ -1,6 +1,7 @@
 // Follows one job's event stream (Generate or Watch) to its end: chunks go into the output file at
-// their offsets, a Restarted event empties the file, progress goes to the display, and the end of
-// the stream becomes an exit code with the server's message.
+// their offsets, a Restarted event empties the file and sets the file's attempt to the new one,
+// progress goes to the display, and the end of the stream becomes an exit code with the server's
+// message.
 #ifndef RADIAL_CLIENT_JOB_FOLLOWER_H_
 #define RADIAL_CLIENT_JOB_FOLLOWER_H_
 

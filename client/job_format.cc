@@ -41,6 +41,22 @@ void PrintStats(const v1::JobStats& stats, std::ostream& out) {
 
 std::string RangeText(const v1::Range& range) { return absl::StrCat(range.min(), "-", range.max()); }
 
+// Columns padded to their widest cell, two spaces apart; the last one unpadded.
+void PrintTable(const std::vector<std::vector<std::string>>& rows, std::ostream& out) {
+  std::vector<size_t> widths(rows[0].size(), 0);
+  for (const auto& row : rows) {
+    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
+    }
+    out << line << "\n";
+  }
+}
+
 }  // namespace
 
 std::string JobStateName(v1::JobState state) {
@@ -130,6 +146,23 @@ void PrintJob(const v1::Job& job, std::ostream& out) {
   }
 }
 
+void PrintJobs(const v1::ListJobsResponse& jobs, bool filtered, std::ostream& out) {
+  if (jobs.jobs().empty()) {
+    out << (filtered ? "no jobs match\n" : "no jobs\n");
+    return;
+  }
+  std::vector<std::vector<std::string>> rows = {{"ID", "STATE", "MODEL", "SIZE", "STEPS", "CREATED (UTC)", "BYTES"}};
+  for (const v1::Job& job : jobs.jobs()) {
+    const v1::GenerateRequest& request = job.request();
+    // Seconds are enough to tell jobs apart in a list; `status` shows milliseconds.
+    const std::string created = job.created_unix_ms() != 0 ? UtcTime(job.created_unix_ms()).substr(0, 19) : "-";
+    rows.push_back({job.id(), JobStateName(job.state()), request.model().empty() ? "-" : request.model(),
+                    absl::StrCat(request.width(), "x", request.height(), "x", request.frames()),
+                    absl::StrCat(request.steps()), created, FormatBytes(job.bytes_produced())});
+  }
+  PrintTable(rows, out);
+}
+
 void PrintModels(const v1::ListModelsResponse& models, std::ostream& out) {
   if (models.models().empty()) {
     out << "no models: no worker is connected\n";
@@ -148,18 +181,7 @@ void PrintModels(const v1::ListModelsResponse& models, std::ostream& out) {
          absl::StrCat(model.prompt_max_chars(), " chars"), absl::StrCat(model.layers()),
          absl::StrCat(model.workers())});
   }
-  std::vector<size_t> widths(rows[0].size(), 0);
-  for (const auto& row : rows) {
-    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
-  }
-  for (const auto& row : rows) {
-    std::string line;
-    for (size_t i = 0; i < row.size(); ++i) {
-      line += row[i];
-      if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
-    }
-    out << line << "\n";
-  }
+  PrintTable(rows, out);
   out << "\ndefaults:\n";
   for (const v1::ModelInfo& model : models.models()) {
     out << "  " << model.name() << ": " << DescribeRequest(model.defaults());

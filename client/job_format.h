@@ -24,6 +24,9 @@ void PrintSummary(const std::string& job_id, const v1::GenerateRequest& request,
                   const std::string& path, uint64_t bytes, uint64_t received, std::ostream& out);
 // `status`: state, progress, bytes, error and stats.
 void PrintJob(const v1::Job& job, std::ostream& out);
+// `jobs`: a table (id, state, model, size, steps, created, bytes), or "no jobs" ("no jobs match" when
+// `filtered`).
+void PrintJobs(const v1::ListJobsResponse& jobs, bool filtered, std::ostream& out);
 // `models`: a table of the models with their limits, then their defaults.
 void PrintModels(const v1::ListModelsResponse& models, std::ostream& out);
 // One JSON object with the proto field names, default values included, then a newline.

@@ -6,7 +6,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
 
@@ -36,7 +39,14 @@ absl::StatusOr<std::unique_ptr<OutputFile>> OutputFile::Open(const std::string& 
     ::close(fd);
     return FileError("truncate", path, error);
   }
-  return std::unique_ptr<OutputFile>(new OutputFile(path, fd, size, regular));
+  // The record describes the bytes kept; with none kept it describes nothing.
+  uint32_t recorded = 0;
+  if (regular && size > 0) {
+    recorded = RecordedAttempt(path).value_or(0);
+  } else if (regular) {
+    ::unlink(AttemptPath(path).c_str());
+  }
+  return std::unique_ptr<OutputFile>(new OutputFile(path, fd, size, regular, recorded));
 }
 
 std::optional<uint64_t> OutputFile::ExistingSize(const std::string& path) {
@@ -45,10 +55,45 @@ std::optional<uint64_t> OutputFile::ExistingSize(const std::string& path) {
   return static_cast<uint64_t>(info.st_size);
 }
 
+std::optional<uint32_t> OutputFile::RecordedAttempt(const std::string& path) {
+  std::ifstream file(AttemptPath(path));
+  std::string text;
+  if (!std::getline(file, text)) return std::nullopt;
+  uint32_t attempt = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), attempt);
+  if (error != std::errc() || end != text.data() + text.size() || attempt == 0) return std::nullopt;
+  return attempt;
+}
+
 OutputFile::~OutputFile() { (void)Close(); }
+
+absl::Status OutputFile::RecordAttempt() {
+  // Written whole under a temporary name, then renamed: a reader never sees a partial number.
+  const std::string record = AttemptPath(path_);
+  const std::string partial = record + ".partial";
+  {
+    std::ofstream file(partial, std::ios::trunc);
+    file << attempt_ << "\n";
+    file.close();
+    if (!file) return absl::UnavailableError(absl::StrCat("cannot write ", partial));
+  }
+  if (::rename(partial.c_str(), record.c_str()) != 0) return FileError("rename to", record, errno);
+  recorded_attempt_ = attempt_;
+  return absl::OkStatus();
+}
+
+void OutputFile::ForgetAttempt() {
+  if (!regular_) return;
+  ::unlink(AttemptPath(path_).c_str());
+  recorded_attempt_ = 0;
+  attempt_ = 0;
+}
 
 absl::Status OutputFile::Write(uint64_t offset, std::string_view data) {
   if (fd_ < 0) return absl::FailedPreconditionError(absl::StrCat("cannot write ", path_, ": closed"));
+  if (regular_ && attempt_ != 0 && attempt_ != recorded_attempt_) {
+    if (absl::Status recorded = RecordAttempt(); !recorded.ok()) return recorded;
+  }
   size_t done = 0;
   while (done < data.size()) {
     const ssize_t written = ::pwrite(fd_, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
@@ -79,7 +124,9 @@ absl::Status OutputFile::Close() {
 
 void OutputFile::Remove() {
   (void)Close();
-  if (regular_) ::unlink(path_.c_str());
+  if (!regular_) return;
+  ::unlink(path_.c_str());
+  ::unlink(AttemptPath(path_).c_str());
 }
 
 }  // namespace radial::client

@@ -1,5 +1,12 @@
 // The MP4 file a job's chunks are written into. Each chunk goes to its own offset, so the file on
 // disk is always a prefix of the job's video and a player can open it while it grows.
+//
+// Next to it, while the job has not ended, FILE.radial-attempt holds the attempt (Job.attempts,
+// Restarted.attempt) that the file's bytes came from, as a decimal number and a newline: a later
+// `watch -o FILE` passes it in WatchRequest.attempt so that the server can tell bytes of an older
+// attempt from a prefix of the current one. It is written before the first bytes of an attempt
+// reach the file (a crash in between leaves an empty or older-labelled file, which costs a
+// download again, never a mix of attempts) and removed with the file or when the job has ended.
 #ifndef RADIAL_CLIENT_OUTPUT_FILE_H_
 #define RADIAL_CLIENT_OUTPUT_FILE_H_
 
@@ -21,16 +28,26 @@ class OutputFile {
   static absl::StatusOr<std::unique_ptr<OutputFile>> Open(const std::string& path, uint64_t keep_bytes);
   // The size of an existing file; empty when there is none.
   static std::optional<uint64_t> ExistingSize(const std::string& path);
+  // The attempt recorded next to `path`; empty when there is no (readable, well-formed) record.
+  static std::optional<uint32_t> RecordedAttempt(const std::string& path);
+  static std::string AttemptPath(const std::string& path) { return path + ".radial-attempt"; }
 
   OutputFile(const OutputFile&) = delete;
   OutputFile& operator=(const OutputFile&) = delete;
   ~OutputFile();  // closes the file (keeps it)
 
+  // Writes `data` at `offset`, recording the attempt first when it changed (see SetAttempt).
   absl::Status Write(uint64_t offset, std::string_view data);
   // Back to empty: the job restarted and its bytes come again from offset 0.
   absl::Status Truncate();
+  // The attempt the bytes written from now on come from (0: not known, nothing is recorded). It is
+  // recorded next to the file at the next Write.
+  void SetAttempt(uint32_t attempt) { attempt_ = attempt; }
+  // Removes the attempt record: the job has ended, nothing will be resumed.
+  void ForgetAttempt();
   absl::Status Close();
-  // Closes and deletes the file (a job that did not succeed); a device is only closed.
+  // Closes and deletes the file and its attempt record (a job that did not succeed); a device is
+  // only closed.
   void Remove();
 
   const std::string& path() const { return path_; }
@@ -38,13 +55,16 @@ class OutputFile {
   uint64_t size() const { return size_; }
 
  private:
-  OutputFile(std::string path, int fd, uint64_t size, bool regular)
-      : path_(std::move(path)), fd_(fd), size_(size), regular_(regular) {}
+  OutputFile(std::string path, int fd, uint64_t size, bool regular, uint32_t recorded_attempt)
+      : path_(std::move(path)), fd_(fd), size_(size), regular_(regular), recorded_attempt_(recorded_attempt) {}
+  absl::Status RecordAttempt();
 
   const std::string path_;
   int fd_;  // owned; -1 once closed
   uint64_t size_;
-  const bool regular_;  // false for a device (/dev/null): never truncated or removed
+  const bool regular_;             // false for a device (/dev/null): never truncated or removed, no attempt record
+  uint32_t attempt_ = 0;           // of the bytes being written
+  uint32_t recorded_attempt_ = 0;  // in FILE.radial-attempt; 0: no record
 };
 
 }  // namespace radial::client

@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <memory>
 
@@ -12,6 +13,7 @@
 #include "job_follower.h"
 #include "job_format.h"
 #include "output_file.h"
+#include "progress_display.h"
 #include "radial/v1/video_service.grpc.pb.h"
 
 namespace radial::client {
@@ -90,6 +92,8 @@ int Generate(const Invocation& invocation, Connection& connection, std::ostream&
     err << "radialctl: " << std::string(file.status().message()) << "\n";
     return kExitLocalError;
   }
+  // A new job's bytes come from its first attempt until a Restarted event says otherwise.
+  (*file)->SetAttempt(1);
   FollowResult result;
   if (grpc::Status ready = connection.AwaitConnection(); !ready.ok()) {
     result.exit_code = connection.Report(ready, err);
@@ -100,6 +104,7 @@ int Generate(const Invocation& invocation, Connection& connection, std::ostream&
     result = FollowJob(context, *stream, file->get(), display, out, err);
     if (!result.rpc_status.ok()) connection.Report(result.rpc_status, err);
   }
+  if (result.job_ended) (*file)->ForgetAttempt();  // nothing left to resume
   if (result.exit_code != kExitOk && !invocation.keep_partial) {
     (*file)->Remove();
   } else if (auto closed = (*file)->Close(); !closed.ok()) {
@@ -110,9 +115,23 @@ int Generate(const Invocation& invocation, Connection& connection, std::ostream&
   return result.exit_code;
 }
 
+// The attempt of the job the coming bytes are from, when the file holds no record of its own: the
+// job's current one (a queued job's bytes will come from its first). 0 when the job cannot be read:
+// the Watch call that follows then reports why.
+uint32_t CurrentAttempt(const Invocation& invocation, Connection& connection) {
+  grpc::ClientContext context;
+  connection.SetCallDeadline(context);
+  v1::GetJobRequest request;
+  request.set_job_id(invocation.job_id);
+  v1::Job job;
+  if (!connection.stub().GetJob(&context, request, &job).ok()) return 0;
+  return job.attempts();
+}
+
 int Watch(const Invocation& invocation, Connection& connection, std::ostream& out, std::ostream& err,
           const ClientEnvironment& environment) {
   uint64_t from_offset = invocation.from_offset.value_or(0);
+  uint32_t attempt = 0;  // the attempt of the bytes before from_offset; 0: not known
   std::unique_ptr<OutputFile> file;
   if (!invocation.output_path.empty()) {
     // Resuming: the file holds the first bytes already; ask for the rest.
@@ -123,6 +142,7 @@ int Watch(const Invocation& invocation, Connection& connection, std::ostream& ou
           << existing << " bytes; the file must hold every byte before the offset\n";
       return kExitUsage;
     }
+    if (from_offset > 0) attempt = OutputFile::RecordedAttempt(invocation.output_path).value_or(0);
     auto opened = OutputFile::Open(invocation.output_path, from_offset);
     if (!opened.ok()) {
       err << "radialctl: " << std::string(opened.status().message()) << "\n";
@@ -131,10 +151,18 @@ int Watch(const Invocation& invocation, Connection& connection, std::ostream& ou
     file = std::move(*opened);
   }
   if (grpc::Status ready = connection.AwaitConnection(); !ready.ok()) return connection.Report(ready, err);
+  if (file != nullptr) {
+    // With a record, the server restarts the stream (a Restarted event, then offset 0) if the job
+    // has run again since those bytes; without one the bytes in the file count as the current
+    // attempt's. Either way the bytes that follow are labelled with it until a Restarted event.
+    if (attempt == 0) attempt = CurrentAttempt(invocation, connection);
+    file->SetAttempt(std::max<uint32_t>(attempt, 1));
+  }
   grpc::ClientContext context;
   v1::WatchRequest request;
   request.set_job_id(invocation.job_id);
   request.set_from_byte_offset(from_offset);
+  request.set_attempt(attempt);
   auto stream = connection.stub().Watch(&context, request);
   ProgressDisplay display(err, environment.stderr_is_terminal, environment.now);
   display.set_watching(true);
@@ -144,6 +172,7 @@ int Watch(const Invocation& invocation, Connection& connection, std::ostream& ou
   // The file is removed only when the job can no longer complete; after a broken stream it stays,
   // so that the next watch resumes it.
   const bool job_lost = result.exit_code == kExitJobFailed || result.exit_code == kExitJobCancelled;
+  if (result.job_ended) file->ForgetAttempt();  // nothing left to resume
   if (job_lost && !invocation.keep_partial) {
     file->Remove();
   } else if (auto closed = file->Close(); !closed.ok()) {
@@ -195,6 +224,27 @@ int Status(const Invocation& invocation, Connection& connection, std::ostream& o
   return kExitOk;
 }
 
+bool Ended(v1::JobState state) {
+  return state == v1::JOB_STATE_SUCCEEDED || state == v1::JOB_STATE_FAILED || state == v1::JOB_STATE_CANCELLED;
+}
+
+// A cancel the server refused with FAILED_PRECONDITION: the job had ended (or was just saving its
+// video). Names the state the job ended in, looked up with GetJob; when that says no more, the
+// server's own message.
+int ReportAlreadyEnded(const std::string& job_id, const grpc::Status& refused, Connection& connection,
+                       std::ostream& err) {
+  grpc::ClientContext context;
+  connection.SetCallDeadline(context);
+  v1::GetJobRequest request;
+  request.set_job_id(job_id);
+  v1::Job job;
+  if (!connection.stub().GetJob(&context, request, &job).ok() || !Ended(job.state())) {
+    return connection.Report(refused, err);
+  }
+  err << "radialctl: job " << job_id << " had already ended (" << JobStateName(job.state()) << ")\n";
+  return ExitCodeForRpc(refused.error_code());
+}
+
 int Cancel(const Invocation& invocation, Connection& connection, std::ostream& out, std::ostream& err) {
   if (grpc::Status ready = connection.AwaitConnection(); !ready.ok()) return connection.Report(ready, err);
   grpc::ClientContext context;
@@ -203,6 +253,9 @@ int Cancel(const Invocation& invocation, Connection& connection, std::ostream& o
   request.set_job_id(invocation.job_id);
   v1::Job job;
   if (grpc::Status status = connection.stub().CancelJob(&context, request, &job); !status.ok()) {
+    if (status.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
+      return ReportAlreadyEnded(invocation.job_id, status, connection, err);
+    }
     return connection.Report(status, err);
   }
   if (job.state() == v1::JOB_STATE_CANCELLED) {
@@ -211,6 +264,71 @@ int Cancel(const Invocation& invocation, Connection& connection, std::ostream& o
     // A running job stops at its next denoising step; its watchers then see it cancelled.
     out << "job " << job.id() << " is " << JobStateName(job.state())
         << ": cancellation requested, it stops within one denoising step\n";
+  }
+  return kExitOk;
+}
+
+int Delete(const Invocation& invocation, Connection& connection, std::ostream& out, std::ostream& err) {
+  if (grpc::Status ready = connection.AwaitConnection(); !ready.ok()) return connection.Report(ready, err);
+  grpc::ClientContext context;
+  connection.SetCallDeadline(context);
+  v1::DeleteJobRequest request;
+  request.set_job_id(invocation.job_id);
+  v1::Job job;
+  if (grpc::Status status = connection.stub().DeleteJob(&context, request, &job); !status.ok()) {
+    return connection.Report(status, err);
+  }
+  if (invocation.json) {
+    PrintJson(job, out);
+    return kExitOk;
+  }
+  // The job as it was when removed: a queued or running one was cancelled first.
+  out << "job " << job.id() << " deleted (" << JobStateName(job.state()) << ", " << FormatBytes(job.bytes_produced())
+      << " of video)\n";
+  return kExitOk;
+}
+
+// The server's pages hold up to this many jobs (ListJobsRequest.page_size).
+constexpr uint32_t kMaxPageSize = 1000;
+
+int Jobs(const Invocation& invocation, Connection& connection, std::ostream& out, std::ostream& err) {
+  if (grpc::Status ready = connection.AwaitConnection(); !ready.ok()) return connection.Report(ready, err);
+  v1::ListJobsRequest request;
+  for (const v1::JobState state : invocation.states) request.add_states(state);
+  request.set_model(invocation.request.model());
+  v1::ListJobsResponse listed;  // every page's jobs up to the limit, and no token
+  bool more = false;            // the server holds jobs past the limit
+  while (true) {
+    request.set_page_size(std::min(invocation.limit - static_cast<uint32_t>(listed.jobs_size()), kMaxPageSize));
+    grpc::ClientContext context;
+    connection.SetCallDeadline(context);
+    v1::ListJobsResponse page;
+    if (grpc::Status status = connection.stub().ListJobs(&context, request, &page); !status.ok()) {
+      return connection.Report(status, err);
+    }
+    for (const v1::Job& job : page.jobs()) {
+      if (static_cast<uint32_t>(listed.jobs_size()) == invocation.limit) {
+        more = true;
+        break;
+      }
+      *listed.add_jobs() = job;
+    }
+    // An empty page that still names a next one would never end the loop: take it as the end.
+    if (page.next_page_token().empty() || page.jobs().empty()) break;
+    if (static_cast<uint32_t>(listed.jobs_size()) == invocation.limit) {
+      more = true;
+      break;
+    }
+    request.set_page_token(page.next_page_token());
+  }
+  if (invocation.json) {
+    PrintJson(listed, out);
+  } else {
+    PrintJobs(listed, !invocation.states.empty() || !invocation.request.model().empty(), out);
+  }
+  if (more) {
+    err << "radialctl: showing the newest " << invocation.limit << (invocation.limit == 1 ? " job" : " jobs")
+        << "; there are more (raise --limit)\n";
   }
   return kExitOk;
 }
@@ -253,6 +371,8 @@ int RunRadialctl(const std::vector<std::string>& args, std::ostream& out, std::o
     case Command::kStatus: return Status(invocation, connection, out, err);
     case Command::kCancel: return Cancel(invocation, connection, out, err);
     case Command::kModels: return Models(invocation, connection, out, err);
+    case Command::kJobs: return Jobs(invocation, connection, out, err);
+    case Command::kDelete: return Delete(invocation, connection, out, err);
     case Command::kHelp: break;
   }
   return kExitOk;
