@@ -95,6 +95,10 @@ def test_scheduler_flags_ports_and_probes(docs):
     assert [p["containerPort"] for p in container["ports"]] == [port]
     for probe in ("readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == port, probe
+    # The data dir is the StatefulSet's own persistent volume, or a restart loses every job.
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    templates = {t["metadata"]["name"] for t in scheduler["spec"]["volumeClaimTemplates"]}
+    assert any(args["--data-dir"] == path and name in templates for name, path in mounts.items()), (mounts, templates)
     service = _one(docs, "Service", "radial-scheduler")
     assert service["spec"]["selector"] == scheduler["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"]
@@ -111,6 +115,9 @@ def test_worker_dials_the_service_and_gets_a_gpu(docs):
     host, port = args["--scheduler"].rsplit(":", 1)
     assert host == service["metadata"]["name"] and int(port) == service["spec"]["ports"][0]["port"]
     assert args["--device"].startswith("cuda")
+    # Kubernetes kills the pod at the end of its grace period: the drain must fit inside it.
+    grace = worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > int(args["--drain-seconds"]) >= 600, (grace, args["--drain-seconds"])
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     assert args["--bundle"].startswith(mounts["models"]["mountPath"] + "/")
