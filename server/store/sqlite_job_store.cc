@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <sqlite3.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -18,8 +19,6 @@
 #include <string_view>
 #include <system_error>
 #include <utility>
-
-#include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -111,8 +110,8 @@ absl::Status ValidateJobId(std::string_view job_id) {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == '-';
   });
   if (job_id.empty() || job_id.size() > kJobIdMaxChars || !valid_chars) {
-    return absl::InvalidArgumentError(absl::StrCat("job id ", Echo(job_id), ": expected 1 to ", kJobIdMaxChars,
-                                                   " characters of [0-9a-zA-Z_-]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("job id ", Echo(job_id), ": expected 1 to ", kJobIdMaxChars, " characters of [0-9a-zA-Z_-]"));
   }
   return absl::OkStatus();
 }
@@ -166,8 +165,8 @@ class FileVideoReader : public VideoReader {
         return err == EIO ? absl::DataLossError(message) : absl::InternalError(message);
       }
       if (n == 0) {
-        return absl::DataLossError(absl::StrCat("video ", path_, ": ends at byte ", offset + done, ", expected ",
-                                                size_, " bytes (the file was truncated)"));
+        return absl::DataLossError(absl::StrCat("video ", path_, ": ends at byte ", offset + done, ", expected ", size_,
+                                                " bytes (the file was truncated)"));
       }
       done += static_cast<size_t>(n);
     }
@@ -214,8 +213,8 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(const Sqlit
   for (const fs::path& path : {dir, dir / "videos"}) {
     fs::create_directories(path, ec);
     if (ec) {
-      return absl::UnavailableError(absl::StrCat("store ", store->Describe(), ": cannot create directory ",
-                                                 path.string(), ": ", ec.message()));
+      return absl::UnavailableError(
+          absl::StrCat("store ", store->Describe(), ": cannot create directory ", path.string(), ": ", ec.message()));
     }
     if (!fs::is_directory(path, ec)) {
       return absl::FailedPreconditionError(
@@ -270,9 +269,9 @@ absl::Status SqliteJobStore::OpenDatabase(bool synchronous_full) {
   struct stat st {};
   const bool exists = stat(db_path_.c_str(), &st) == 0;
   if (exists && !S_ISREG(st.st_mode)) {
-    return absl::FailedPreconditionError(absl::StrCat("store ", Describe(), ": cannot open: ",
-                                                      S_ISDIR(st.st_mode) ? "it is a directory" : "it is not a file",
-                                                      ", expected the database file"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "store ", Describe(), ": cannot open: ", S_ISDIR(st.st_mode) ? "it is a directory" : "it is not a file",
+        ", expected the database file"));
   }
   // SQLite takes an empty file for a new database. Open leaves none behind once it succeeded (the
   // switch to WAL writes the first page), so an empty file was cut short, and every job in it lost.
@@ -333,8 +332,8 @@ absl::Status SqliteJobStore::ConfigureDatabase(bool synchronous_full) {
                           query(absl::StrCat("PRAGMA quick_check(", kQuickCheckMaxErrors, ")").c_str(),
                                 "cannot check the database", kQuickCheckMaxErrors));
   if (problems.size() != 1 || problems[0] != "ok") {
-    return absl::DataLossError(absl::StrCat("store ", Describe(), ": the database is damaged (quick_check: ",
-                                            absl::StrJoin(problems, "; "), ")"));
+    return absl::DataLossError(absl::StrCat(
+        "store ", Describe(), ": the database is damaged (quick_check: ", absl::StrJoin(problems, "; "), ")"));
   }
 
   RADIAL_ASSIGN_OR_RETURN(const std::vector<std::string> version,
@@ -387,8 +386,8 @@ absl::Status SqliteJobStore::OpenVideosDir() {
     const std::string_view name = entry->d_name;
     if (entry->d_type == DT_DIR || name.find(kTempMarker) == std::string_view::npos) continue;
     if (unlinkat(videos_fd_, entry->d_name, 0) != 0 && errno != ENOENT) {
-      status = absl::UnavailableError(absl::StrCat("store ", Describe(), ": cannot remove leftover ", videos_path_,
-                                                   "/", entry->d_name, ": ", ErrnoText(errno)));
+      status = absl::UnavailableError(absl::StrCat("store ", Describe(), ": cannot remove leftover ", videos_path_, "/",
+                                                   entry->d_name, ": ", ErrnoText(errno)));
       break;
     }
     ++removed;
@@ -434,7 +433,8 @@ absl::Status SqliteJobStore::Put(const StoredJob& row) {
   if (rc == SQLITE_OK) rc = sqlite3_step(put_);
   absl::Status status;
   if (rc != SQLITE_DONE) {
-    (void)0;
+    const absl::Status cause = DatabaseError(rc, absl::StrCat("cannot save job ", Echo(job.id())));
+    status = absl::UnavailableError(cause.message());
   }
   sqlite3_reset(put_);
   sqlite3_clear_bindings(put_);
