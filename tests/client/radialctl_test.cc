@@ -21,6 +21,8 @@
 #include <streambuf>
 #include <thread>
 
+#include "command_line.h"
+#include "output_file.h"
 #include "radial/v1/video_service.grpc.pb.h"
 #include "radial/v1/worker_service.grpc.pb.h"
 #include "rpc/scheduler_server.h"
@@ -535,6 +537,236 @@ TEST_F(RadialctlTest, UsageErrorsExit2AndNameTheFlag) {
   const RunResult help = Run({"--help"});
   EXPECT_EQ(help.code, 0);
   EXPECT_NE(help.out.find("usage: radialctl"), std::string::npos);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command line of jobs, delete and the request's idempotency key and timeouts: ParseCommandLine
+// alone, no server.
+// ---------------------------------------------------------------------------------------------
+
+Invocation Parse(const std::vector<std::string>& args) {
+  auto parsed = ParseCommandLine(args, "localhost:50051");
+  EXPECT_TRUE(parsed.ok()) << parsed.status();
+  return parsed.ok() ? *parsed : Invocation();
+}
+
+TEST(CommandLineTest, JobsTakesStatesModelLimitAndJson) {
+  Invocation jobs = Parse({"jobs"});
+  EXPECT_EQ(jobs.command, Command::kJobs);
+  EXPECT_TRUE(jobs.states.empty()) << "no --state: every state";
+  EXPECT_EQ(jobs.limit, 50u);
+  EXPECT_FALSE(jobs.json);
+
+  jobs = Parse({"jobs", "--state", "queued", "--state=failed,cancelled", "--model", "tiny", "--limit", "7", "--json"});
+  EXPECT_EQ(jobs.states,
+            (std::vector<v1::JobState>{v1::JOB_STATE_QUEUED, v1::JOB_STATE_FAILED, v1::JOB_STATE_CANCELLED}));
+  EXPECT_EQ(jobs.request.model(), "tiny");
+  EXPECT_EQ(jobs.limit, 7u);
+  EXPECT_TRUE(jobs.json);
+}
+
+TEST(CommandLineTest, DeleteTakesOneJobId) {
+  const Invocation deletion = Parse({"delete", "0123456789abcdef", "--json"});
+  EXPECT_EQ(deletion.command, Command::kDelete);
+  EXPECT_EQ(deletion.job_id, "0123456789abcdef");
+  EXPECT_TRUE(deletion.json);
+}
+
+TEST(CommandLineTest, RequestIdAndTimeoutsSetTheRequest) {
+  for (const std::vector<std::string>& command :
+       {std::vector<std::string>{"submit"}, std::vector<std::string>{"generate", "-o", "x.mp4"}}) {
+    std::vector<std::string> args = command;
+    args.insert(args.end(), {"a fox", "--request-id", "nightly-1", "--queue-timeout", "3600", "--run-timeout=600"});
+    const Invocation invocation = Parse(args);
+    EXPECT_EQ(invocation.request.request_id(), "nightly-1") << command[0];
+    EXPECT_EQ(invocation.request.queue_timeout_seconds(), 3600u) << command[0];
+    EXPECT_EQ(invocation.request.run_timeout_seconds(), 600u) << command[0];
+  }
+  const Invocation plain = Parse({"submit", "a fox"});
+  EXPECT_TRUE(plain.request.request_id().empty());
+  EXPECT_EQ(plain.request.queue_timeout_seconds(), 0u) << "unset: the scheduler's default";
+}
+
+TEST(CommandLineTest, NewFlagsAreUsageErrorsNamingTheFlag) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{"jobs", "--state", "done"}, "--state: got 'done', expected queued, running, succeeded, failed or cancelled"},
+      {{"jobs", "--state", "queued,"}, "--state: got '', expected queued"},
+      {{"jobs", "--limit", "0"}, "--limit: got '0', expected a positive integer"},
+      {{"jobs", "--limit", "-1"}, "--limit: got '-1', expected a non-negative integer"},
+      {{"jobs", "extra"}, "jobs: takes no arguments, got 'extra'"},
+      {{"jobs", "--frames", "17"}, "jobs does not take --frames"},
+      {{"status", "abc", "--state", "queued"}, "status does not take --state"},
+      {{"delete"}, "delete: expected one job id argument, got 0"},
+      {{"delete", "a", "b"}, "delete: expected one job id argument, got 2"},
+      {{"submit", "x", "--request-id", ""}, "--request-id: got an empty key, expected 1 to 128 bytes"},
+      {{"submit", "x", "--queue-timeout", "soon"}, "--queue-timeout: got 'soon', expected a non-negative integer"},
+      {{"watch", "abc", "--request-id", "k"}, "watch does not take --request-id"},
+      {{"list"},
+       "unknown command 'list', expected one of generate, submit, watch, status, cancel, delete, jobs, models"},
+  };
+  for (const Case& c : cases) {
+    const auto parsed = ParseCommandLine(c.args, "localhost:50051");
+    ASSERT_FALSE(parsed.ok()) << ::testing::PrintToString(c.args);
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(std::string(parsed.status().message()).find(c.message), std::string::npos) << parsed.status().message();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Integration: jobs, delete, cancel of an ended job, the attempt record of watch -o, request ids.
+// Written while server/ was being rewritten; they use only the fixture above and the public API.
+// ---------------------------------------------------------------------------------------------
+
+// The id `submit` printed.
+std::string SubmittedId(const RunResult& submit) { return submit.out.substr(0, submit.out.find('\n')); }
+
+TEST_F(RadialctlTest, JobsListsNewestFirstWithFiltersAndLimit) {
+  AddWorker("w1", [](FakeWorker&, const v1::Assign&) {});  // holds the first job: it stays running
+  std::vector<std::string> ids;
+  for (const char* prompt : {"first", "second", "third"}) {
+    const RunResult submit = Run({"submit", prompt});
+    ASSERT_EQ(submit.code, 0) << submit.err;
+    ids.push_back(SubmittedId(submit));
+  }
+  ASSERT_TRUE(Eventually([&] { return Run({"status", ids[0]}).out.find("running") != std::string::npos; }));
+
+  RunResult jobs = Run({"jobs"});
+  ASSERT_EQ(jobs.code, 0) << jobs.err;
+  EXPECT_EQ(jobs.out.rfind("ID ", 0), 0u) << "a header first: " << jobs.out;
+  for (const char* column : {"STATE", "MODEL", "SIZE", "STEPS", "CREATED (UTC)", "BYTES"}) {
+    EXPECT_NE(jobs.out.find(column), std::string::npos) << jobs.out;
+  }
+  const size_t third = jobs.out.find(ids[2]), second = jobs.out.find(ids[1]), first = jobs.out.find(ids[0]);
+  ASSERT_NE(first, std::string::npos) << jobs.out;
+  EXPECT_LT(third, second) << "newest first: " << jobs.out;
+  EXPECT_LT(second, first) << jobs.out;
+  EXPECT_NE(jobs.out.find("128x128x17"), std::string::npos) << "the resolved size: " << jobs.out;
+  EXPECT_TRUE(jobs.err.empty()) << jobs.err;
+
+  jobs = Run({"jobs", "--state", "queued"});
+  ASSERT_EQ(jobs.code, 0) << jobs.err;
+  EXPECT_EQ(jobs.out.find(ids[0]), std::string::npos) << "the running job is filtered out: " << jobs.out;
+  EXPECT_NE(jobs.out.find(ids[1]), std::string::npos) << jobs.out;
+
+  jobs = Run({"jobs", "--limit", "1"});
+  ASSERT_EQ(jobs.code, 0) << jobs.err;
+  EXPECT_NE(jobs.out.find(ids[2]), std::string::npos) << jobs.out;
+  EXPECT_EQ(jobs.out.find(ids[1]), std::string::npos) << jobs.out;
+  EXPECT_NE(jobs.err.find("showing the newest 1 job; there are more"), std::string::npos) << jobs.err;
+
+  jobs = Run({"jobs", "--state", "running", "--json"});
+  ASSERT_EQ(jobs.code, 0) << jobs.err;
+  EXPECT_EQ(jobs.out.rfind("{\"jobs\":[{\"id\":\"" + ids[0] + "\"", 0), 0u) << jobs.out;
+
+  jobs = Run({"jobs", "--model", "nope"});
+  ASSERT_EQ(jobs.code, 0) << jobs.err;
+  EXPECT_EQ(jobs.out, "no jobs match\n");
+}
+
+TEST_F(RadialctlTest, DeleteRemovesAJobAndCancelOfAnEndedJobNamesItsState) {
+  AddWorker("w1", [](FakeWorker& worker, const v1::Assign& assign) {
+    worker.Video(assign.job_id(), kVideo);
+    worker.Done(assign.job_id());
+  });
+  const RunResult submit = Run({"submit", "x"});
+  ASSERT_EQ(submit.code, 0) << submit.err;
+  const std::string id = SubmittedId(submit);
+  ASSERT_TRUE(Eventually([&] { return Run({"status", id}).out.find("succeeded") != std::string::npos; }));
+
+  const RunResult cancel = Run({"cancel", id});
+  EXPECT_EQ(cancel.code, 3) << "FAILED_PRECONDITION's exit code";
+  EXPECT_EQ(cancel.err, "radialctl: job " + id + " had already ended (succeeded)\n");
+  EXPECT_TRUE(cancel.out.empty()) << cancel.out;
+
+  const RunResult deletion = Run({"delete", id});
+  EXPECT_EQ(deletion.code, 0) << deletion.err;
+  EXPECT_EQ(deletion.out, "job " + id + " deleted (succeeded, " + std::to_string(kVideo.size()) + " B of video)\n");
+  const RunResult status = Run({"status", id});
+  EXPECT_EQ(status.code, 3);
+  EXPECT_NE(status.err.find("NOT_FOUND"), std::string::npos) << status.err;
+  EXPECT_EQ(Run({"delete", id}).code, 3) << "a second delete: NOT_FOUND";
+}
+
+TEST_F(RadialctlTest, RequestIdReturnsTheFirstJobAndTimeoutsReachTheJob) {
+  AddWorker("w1", [](FakeWorker&, const v1::Assign&) {});
+  const RunResult first = Run({"submit", "x", "--request-id", "key-1", "--queue-timeout", "60", "--run-timeout", "90"});
+  ASSERT_EQ(first.code, 0) << first.err;
+  const RunResult again = Run({"submit", "x", "--request-id", "key-1"});
+  ASSERT_EQ(again.code, 0) << again.err;
+  EXPECT_EQ(SubmittedId(again), SubmittedId(first)) << "the same key: the same job";
+  const RunResult status = Run({"status", SubmittedId(first), "--json"});
+  EXPECT_NE(status.out.find("\"request_id\":\"key-1\""), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("\"queue_timeout_seconds\":60"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("\"run_timeout_seconds\":90"), std::string::npos) << status.out;
+}
+
+TEST_F(RadialctlTest, GenerateKeepsTheAttemptNextToTheFileUntilTheJobEnds) {
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  AddWorker("w1", [released](FakeWorker& worker, const v1::Assign& assign) {
+    worker.Chunk(assign.job_id(), 0, kVideo.substr(0, 10));
+    released.wait();
+    worker.Chunk(assign.job_id(), 10, kVideo.substr(10));
+    worker.Done(assign.job_id());
+  });
+  const std::string path = Path("attempt.mp4");
+  const std::string record = OutputFile::AttemptPath(path);
+  LockedText err_text;
+  std::ostream err(&err_text);
+  std::ostringstream out;
+  auto run = Start({"generate", "x", "-o", path}, out, err);
+  ASSERT_TRUE(Eventually([&] { return std::filesystem::exists(path) && std::filesystem::file_size(path) == 10; }));
+  EXPECT_EQ(Read(record), "1\n") << "the first attempt's bytes";
+  release.set_value();
+  ASSERT_EQ(run.wait_for(kRunTimeout), std::future_status::ready) << err_text.Text();
+  EXPECT_EQ(run.get(), 0) << err_text.Text();
+  EXPECT_EQ(Read(path), kVideo);
+  EXPECT_FALSE(std::filesystem::exists(record)) << "the job ended: nothing to resume";
+}
+
+TEST_F(RadialctlTest, WatchOfAFileFromAnOlderAttemptStartsOverWithTheCurrentOne) {
+  // Different sizes of moov: the attempts differ from byte 24 on.
+  const std::string first_attempt = radial::testing::FakeFmp4(17, 200).substr(0, 300);  // cut off by the loss
+  const std::string second_attempt = radial::testing::FakeFmp4(17, 100);
+  AddWorker("w1",
+            [&](FakeWorker& worker, const v1::Assign& assign) { worker.Chunk(assign.job_id(), 0, first_attempt); });
+  const RunResult submit = Run({"submit", "x"});
+  ASSERT_EQ(submit.code, 0) << submit.err;
+  const std::string id = SubmittedId(submit);
+  // An earlier `watch -o` got the first attempt's bytes and recorded the attempt, then broke.
+  const std::string path = Path("resume.mp4");
+  ASSERT_TRUE(Eventually([&] {
+    return Run({"status", id}).out.find("bytes     " + std::to_string(first_attempt.size())) != std::string::npos;
+  }));
+  WriteFile(path, first_attempt.substr(0, 40));
+  WriteFile(OutputFile::AttemptPath(path), "1\n");
+  // Its worker is lost; the job runs again on another.
+  workers_.back()->Kill();
+  ASSERT_TRUE(Eventually([&] { return server_->scheduler().connected_workers() == 0; }));
+  FakeWorker second(channel_, "w2", [&](FakeWorker& worker, const v1::Assign& assign) {
+    worker.Chunk(assign.job_id(), 0, second_attempt);
+    worker.Done(assign.job_id());
+  });
+  ASSERT_TRUE(Eventually([&] { return Run({"status", id}).out.find("succeeded") != std::string::npos; }));
+
+  const RunResult watch = Run({"watch", id, "-o", path});
+  EXPECT_EQ(watch.code, 0) << watch.err;
+  EXPECT_EQ(Read(path), second_attempt) << "not the first attempt's 40 bytes followed by the second's";
+  EXPECT_NE(watch.err.find("restarted (attempt 2)"), std::string::npos) << watch.err;
+  EXPECT_FALSE(std::filesystem::exists(OutputFile::AttemptPath(path)));
+
+  // The same bytes recorded as the current attempt's are continued, not fetched again.
+  WriteFile(path, second_attempt.substr(0, 9));
+  WriteFile(OutputFile::AttemptPath(path), "2\n");
+  const RunResult resumed = Run({"watch", id, "-o", path});
+  EXPECT_EQ(resumed.code, 0) << resumed.err;
+  EXPECT_EQ(Read(path), second_attempt);
+  EXPECT_NE(resumed.out.find(std::to_string(second_attempt.size() - 9) + " received now"), std::string::npos)
+      << resumed.out;
 }
 
 }  // namespace
