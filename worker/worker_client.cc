@@ -22,6 +22,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// How long a drain that starts while the stream is being opened waits for the Hello to go out.
+constexpr auto kGreetingWait = std::chrono::seconds(1);
+
 v1::ModelInfo ModelInfoFrom(const ModelManifest& m) {
   v1::ModelInfo info;
   info.set_name(m.name);
@@ -194,8 +197,11 @@ void WorkerClient::Drain(std::chrono::seconds grace) {
 
 void WorkerClient::DrainSession(Session& session, std::chrono::seconds grace) {
   std::unique_lock<std::mutex> lock(session.mutex);
+  // The Hello may be on its way (Serve() marks the session greeted once it is written): give it a
+  // moment, so that the scheduler hears Draining. Still connecting after that, no job can have been
+  // assigned: just end the call.
+  session.wake.wait_for(lock, kGreetingWait, [&] { return session.greeted || session.closed; });
   if (!session.greeted) {
-    // Still connecting: no job can have been assigned; just end the call.
     session.context.TryCancel();
     return;
   }
@@ -282,6 +288,7 @@ absl::Status WorkerClient::Serve() {
     std::lock_guard<std::mutex> lock(session->mutex);
     session->greeted = greeted;
   }
+  session->wake.notify_all();  // a drain may wait for the Hello
 
   std::thread heartbeat([this, session] {
     std::unique_lock<std::mutex> lock(session->mutex);
