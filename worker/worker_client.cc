@@ -118,16 +118,20 @@ struct WorkerClient::Session {
     std::lock_guard<std::mutex> lock(write_mutex);
     return !closed && stream->Write(message);
   }
-  // Half-closes the stream: the scheduler sees the worker leave cleanly and ends the call. The
-  // caller holds `mutex`.
-  void CloseWritesLocked() {
+  // Half-closes the stream, after `last` when given (nothing else can come between them: a hand
+  // back is the last word about its job): the scheduler sees the worker leave cleanly and ends the
+  // call. Returns whether `last` was written. The caller holds `mutex`.
+  bool CloseWritesLocked(const v1::WorkerMessage* last = nullptr) {
+    bool written = false;
     {
       std::lock_guard<std::mutex> lock(write_mutex);
-      if (closed) return;
+      if (closed) return false;
+      written = last != nullptr && stream->Write(*last);
       closed = true;
       stream->WritesDone();
     }
     wake.notify_all();
+    return written;
   }
 };
 
@@ -231,10 +235,11 @@ void WorkerClient::DrainSession(Session& session, std::chrono::seconds grace) {
                                                   grace.count(), " s ran out before the job finished");
     session.job_handed_back = true;
     session.cancel = true;
-    if (session.Write(HandBackMessage(session.job_id, reason))) {
+    const v1::WorkerMessage hand_back = HandBackMessage(session.job_id, reason);
+    if (session.CloseWritesLocked(&hand_back)) {
       spdlog::warn("job_id={} handed back to the scheduler: {}", session.job_id, reason);
     }
-    break;
+    return;
   }
   // With the stream already ended (closed before any hand back) the scheduler requeues the job as
   // lost, as after Stop().
