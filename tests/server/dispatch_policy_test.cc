@@ -22,7 +22,9 @@ std::vector<std::pair<std::string, const void*>> Plan(const std::vector<QueuedJo
   std::vector<WorkerSlots> slots;
   for (Worker* worker : workers) slots.push_back({worker, &worker->models, worker->free});
   std::vector<std::pair<std::string, const void*>> plan;
-  for (const Assignment& assignment : PlanDispatch(queue, slots)) plan.emplace_back(assignment.job_id, assignment.worker);
+  for (const Assignment& assignment : PlanDispatch(queue, slots)) {
+    plan.emplace_back(assignment.job_id, assignment.worker);
+  }
   return plan;
 }
 

@@ -255,7 +255,9 @@ inline Pulled Pull(server::Scheduler& scheduler, const std::string& job_id, serv
   return result;
 }
 
-inline bool Contains(absl::string_view text, absl::string_view part) { return text.find(part) != absl::string_view::npos; }
+inline bool Contains(absl::string_view text, absl::string_view part) {
+  return text.find(part) != absl::string_view::npos;
+}
 
 }  // namespace radial::testing
 
