@@ -241,8 +241,8 @@ void WorkerClient::DrainSession(Session& session, std::chrono::seconds grace) {
     }
     return;
   }
-  // With the stream already ended (closed before any hand back) the scheduler requeues the job as
-  // lost, as after Stop().
+  // The job's outcome went out (or there was no job), so leave. If the stream ended under us
+  // instead, this does nothing and the scheduler requeues the job as lost, as after Stop().
   session.CloseWritesLocked();
 }
 
