@@ -40,23 +40,31 @@ using radial::testing::SharedJobStore;
 using radial::testing::TinyModelInfo;
 using radial::testing::TinyModelNamed;
 
-// Calls `before_put` (if set) before every Put reaches the shared store: lets a test act while a
-// Submit is waiting for its row to be written.
+// Runs a test's hook (once, if set) before a Put or a WriteVideo reaches the shared store: lets a
+// test act while a Submit waits for its row, or while a finished video is being saved.
 class HookedJobStore : public SharedJobStore {
  public:
-  HookedJobStore(std::shared_ptr<JobStore> store, std::function<void()>* before_put)
-      : SharedJobStore(std::move(store)), before_put_(before_put) {}
+  HookedJobStore(std::shared_ptr<JobStore> store, std::function<void()>* before_put,
+                 std::function<void()>* before_write_video)
+      : SharedJobStore(std::move(store)), before_put_(before_put), before_write_video_(before_write_video) {}
   absl::Status Put(const StoredJob& row) override {
-    if (*before_put_) {
-      std::function<void()> hook = std::move(*before_put_);
-      *before_put_ = nullptr;  // once
-      hook();
-    }
+    RunOnce(*before_put_);
     return SharedJobStore::Put(row);
+  }
+  absl::StatusOr<std::string> WriteVideo(const std::string& job_id, const std::string& bytes) override {
+    RunOnce(*before_write_video_);
+    return SharedJobStore::WriteVideo(job_id, bytes);
   }
 
  private:
+  static void RunOnce(std::function<void()>& hook) {
+    if (!hook) return;
+    std::function<void()> run = std::move(hook);
+    hook = nullptr;
+    run();
+  }
   std::function<void()>* before_put_;
+  std::function<void()>* before_write_video_;
 };
 
 class UnreadableJobStore : public InMemoryJobStore {
@@ -82,7 +90,7 @@ class SchedulerLifecycleTest : public ::testing::Test {
   void Start(SchedulerOptions options) {
     scheduler_.reset();
     scheduler_ = radial::testing::CreateScheduler(std::move(options),
-                                                  std::make_unique<HookedJobStore>(store_, &before_put_));
+                                                  std::make_unique<HookedJobStore>(store_, &before_put_, &before_write_video_));
     ASSERT_NE(scheduler_, nullptr);
   }
   std::string Submit(v1::GenerateRequest request) {
@@ -108,6 +116,7 @@ class SchedulerLifecycleTest : public ::testing::Test {
   std::shared_ptr<FakeClocks> clocks_ = std::make_shared<FakeClocks>();
   std::shared_ptr<InMemoryJobStore> store_ = std::make_shared<InMemoryJobStore>();
   std::function<void()> before_put_;
+  std::function<void()> before_write_video_;
   std::unique_ptr<Scheduler> scheduler_;
 };
 
@@ -329,6 +338,67 @@ TEST_F(SchedulerLifecycleTest, StoreFailureWhileSavingTheVideoFailsTheJob) {
   EXPECT_EQ(State(next), v1::JOB_STATE_SUCCEEDED);
 }
 
+TEST_F(SchedulerLifecycleTest, AJobWhoseVideoIsBeingSavedIsRunningAndCannotBeCancelled) {
+  FakeWorkerLink worker;
+  ASSERT_TRUE(scheduler_->WorkerHello(&worker, HelloFor("w1")).ok());
+  const std::string job = Submit(Request("a cat"));
+  const std::string video = FakeFmp4(kTinyFrames);
+  auto cursor = scheduler_->StartWatch(job, 0, 0);
+  auto waiter = std::make_shared<CountingWaiter>();
+  bool hook_ran = false;
+  before_write_video_ = [&] {
+    hook_ran = true;
+    const v1::Job saving = *scheduler_->GetJob(job);
+    EXPECT_EQ(saving.state(), v1::JOB_STATE_RUNNING) << "not SUCCEEDED before the video is saved";
+    EXPECT_EQ(saving.bytes_produced(), video.size());
+    const auto cancel = scheduler_->Cancel(job);
+    EXPECT_EQ(cancel.status().code(), absl::StatusCode::kFailedPrecondition) << cancel.status();
+    EXPECT_TRUE(Contains(cancel.status().message(), "being saved")) << cancel.status();
+    const Pulled partial = Pull(*scheduler_, job, *cursor, waiter);
+    EXPECT_EQ(partial.bytes, video) << "watchers read the bytes while they are saved";
+    EXPECT_FALSE(partial.ended);
+  };
+  RunToSuccess(*scheduler_, worker, job, video);
+  ASSERT_TRUE(hook_ran);
+  EXPECT_EQ(State(job), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(waiter->wakes, 1) << "the watcher is woken by the end";
+  const Pulled rest = Pull(*scheduler_, job, *cursor);
+  ASSERT_NE(rest.last(), nullptr);
+  EXPECT_TRUE(rest.last()->has_completed());
+}
+
+TEST_F(SchedulerLifecycleTest, DeleteWhileTheVideoIsBeingSavedLeavesNothingBehind) {
+  FakeWorkerLink worker;
+  ASSERT_TRUE(scheduler_->WorkerHello(&worker, HelloFor("w1")).ok());
+  const std::string job = Submit(Request("a cat"));
+  before_write_video_ = [&] {
+    const auto deleted = scheduler_->Delete(job);
+    EXPECT_TRUE(deleted.ok()) << deleted.status();
+  };
+  RunToSuccess(*scheduler_, worker, job);
+  EXPECT_FALSE(Known(job));
+  EXPECT_FALSE(StoredRow(job).has_value());
+  EXPECT_EQ(store_->OpenVideo(job + ".mp4").status().code(), absl::StatusCode::kNotFound)
+      << "the video written for a deleted job is removed";
+}
+
+TEST_F(SchedulerLifecycleTest, AStoredVideoThatIsGoneEndsTheWatchWithDataLoss) {
+  FakeWorkerLink worker;
+  ASSERT_TRUE(scheduler_->WorkerHello(&worker, HelloFor("w1")).ok());
+  const std::string job = Submit(Request("a cat"));
+  RunToSuccess(*scheduler_, worker, job);
+  const std::optional<StoredJob> row = StoredRow(job);
+  ASSERT_TRUE(row.has_value());
+  ASSERT_TRUE(store_->DeleteVideo(row->video).ok());  // lost behind the scheduler's back
+  Start(Options());
+  auto cursor = scheduler_->StartWatch(job, 0, 0);
+  ASSERT_TRUE(cursor.ok());
+  const Pulled watched = Pull(*scheduler_, job, *cursor);
+  ASSERT_TRUE(watched.ended);
+  EXPECT_EQ(watched.end_status.code(), absl::StatusCode::kDataLoss) << watched.end_status;
+  EXPECT_TRUE(watched.bytes.empty());
+}
+
 // ---------------------------------------------------------------- heartbeats
 
 TEST_F(SchedulerLifecycleTest, SilentWorkerIsClosedUnavailableAndItsJobRequeued) {
@@ -380,6 +450,28 @@ TEST_F(SchedulerLifecycleTest, SilentWorkerIsClosedUnavailableAndItsJobRequeued)
   }
   EXPECT_EQ(alive.closes, 0);
   EXPECT_EQ(State(job), v1::JOB_STATE_RUNNING);
+}
+
+// Two workers go silent together (e.g. a network partition): the job of the first must not be
+// handed to the second, already dead, worker and so be counted lost twice in one Tick.
+TEST_F(SchedulerLifecycleTest, WorkersTimingOutTogetherCostTheirJobOneAttempt) {
+  SchedulerOptions options = Options();
+  options.worker_timeout_ms = 1000;
+  options.max_attempts = 2;
+  Start(options);
+  FakeWorkerLink first, second;
+  ASSERT_TRUE(scheduler_->WorkerHello(&first, HelloFor("w1")).ok());
+  ASSERT_TRUE(scheduler_->WorkerHello(&second, HelloFor("w2")).ok());
+  const std::string job = Submit(Request("a cat"));
+  ASSERT_EQ(first.assigns().size() + second.assigns().size(), 1u);
+  clocks_->Advance(1001);
+  scheduler_->Tick();
+  EXPECT_EQ(first.closes, 1);
+  EXPECT_EQ(second.closes, 1);
+  EXPECT_EQ(first.assigns().size() + second.assigns().size(), 1u) << "assigned to a worker already known silent";
+  const v1::Job after = *scheduler_->GetJob(job);
+  EXPECT_EQ(after.state(), v1::JOB_STATE_QUEUED) << after.error().message();
+  EXPECT_EQ(StoredRow(job)->worker_losses, 1u);
 }
 
 TEST_F(SchedulerLifecycleTest, AnyMessageCountsAsAHeartbeat) {
@@ -571,6 +663,37 @@ TEST_F(SchedulerLifecycleTest, HandBackRequeuesAtTheOldPlaceWithARestartAndUsesN
   EXPECT_EQ(State(second_job), v1::JOB_STATE_QUEUED);
   EXPECT_EQ(State(third_job), v1::JOB_STATE_QUEUED);
   EXPECT_EQ(first.assigns().size(), 1u);
+}
+
+// A client's cancel is final: a worker that hands the job back before it has seen the cancel does
+// not make the job run again.
+TEST_F(SchedulerLifecycleTest, HandBackOfACancelledJobEndsItCancelled) {
+  FakeWorkerLink first, second;
+  ASSERT_TRUE(scheduler_->WorkerHello(&first, HelloFor("w1")).ok());
+  const std::string job = Submit(Request("cancelled"));
+  ASSERT_TRUE(scheduler_->Cancel(job).ok());
+  ASSERT_EQ(first.cancelled_ids(), std::vector<std::string>{job});
+  scheduler_->WorkerMessage(&first, DrainingMessage(0));
+  scheduler_->WorkerMessage(&first, HandBackMessage(job, "draining"));
+  EXPECT_EQ(State(job), v1::JOB_STATE_CANCELLED) << "requeued although the client cancelled it";
+  ASSERT_TRUE(scheduler_->WorkerHello(&second, HelloFor("w2")).ok());
+  EXPECT_TRUE(second.assigns().empty()) << "a cancelled job ran again";
+}
+
+// A cancel accepted while the job runs survives a restart of the scheduler: the job does not run
+// again from scratch.
+TEST_F(SchedulerLifecycleTest, CancelOfARunningJobIsNotForgottenByARestart) {
+  FakeWorkerLink worker;
+  ASSERT_TRUE(scheduler_->WorkerHello(&worker, HelloFor("w1")).ok());
+  const std::string job = Submit(Request("cancelled"));
+  const auto cancel = scheduler_->Cancel(job);
+  ASSERT_TRUE(cancel.ok());
+  EXPECT_EQ(cancel->state(), v1::JOB_STATE_RUNNING) << "until the worker confirms";
+  Start(Options());  // before the worker confirmed
+  EXPECT_EQ(State(job), v1::JOB_STATE_CANCELLED) << "the accepted cancel was lost with the restart";
+  FakeWorkerLink again;
+  ASSERT_TRUE(scheduler_->WorkerHello(&again, HelloFor("w2")).ok());
+  EXPECT_TRUE(again.assigns().empty()) << "a cancelled job ran again after the restart";
 }
 
 // ---------------------------------------------------------------- models without workers
