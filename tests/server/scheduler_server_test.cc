@@ -365,6 +365,61 @@ TEST_F(SchedulerServerTest, GenerateStreamsEventsAndBytesInOrder) {
   EXPECT_TRUE(Contains(past_status.error_message(), "from_byte_offset")) << past_status.error_message();
 }
 
+TEST_F(SchedulerServerTest, CancellingAGenerateCallLeavesTheJobRunning) {
+  FakeWorker worker(channel_, "w1");
+  AwaitWorkers(1);
+  std::string job_id;
+  {
+    grpc::ClientContext context;
+    context.set_deadline(Deadline());
+    auto stream = client_->Generate(&context, Prompt("a red fox"));
+    v1::JobEvent event;
+    ASSERT_TRUE(stream->Read(&event));
+    job_id = event.job_id();
+    context.TryCancel();
+    while (stream->Read(&event)) {
+    }
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  const v1::SchedulerMessage assign = worker.Read();
+  ASSERT_EQ(assign.assign().job_id(), job_id);
+  const std::string video = FakeFmp4(kTinyFrames, 100);
+  worker.Video(job_id, video);
+  worker.Done(job_id);
+  const v1::Job done = AwaitState(job_id, v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(done.bytes_produced(), video.size());
+}
+
+TEST_F(SchedulerServerTest, AWatcherThatReadsOnlyAtTheEndGetsEveryByte) {
+  FakeWorker worker(channel_, "w1");
+  AwaitWorkers(1);
+  v1::Job job;
+  ASSERT_TRUE(Submit(Prompt("a cat"), &job).ok());
+  ASSERT_EQ(worker.Read().assign().job_id(), job.id());
+  grpc::ClientContext context;
+  context.set_deadline(Deadline());
+  v1::WatchRequest watch;
+  watch.set_job_id(job.id());
+  auto watcher = client_->Watch(&context, watch);
+  const std::string video = FakeFmp4(kTinyFrames, 256 << 10);  // 8000 events of 64 bytes
+  for (uint64_t offset = 0; offset < video.size(); offset += 100 << 10) {
+    worker.Chunk(job.id(), offset, video.substr(offset, 100 << 10));
+  }
+  worker.Done(job.id());
+  AwaitState(job.id(), v1::JOB_STATE_SUCCEEDED);
+  v1::JobEvent event;
+  std::string bytes;
+  bool completed = false;
+  while (watcher->Read(&event)) {
+    if (event.has_chunk()) bytes += event.chunk().data();
+    completed = completed || event.has_completed();
+  }
+  EXPECT_TRUE(watcher->Finish().ok());
+  EXPECT_TRUE(completed);
+  EXPECT_EQ(bytes.size(), video.size());
+  EXPECT_TRUE(bytes == video);
+}
+
 TEST_F(SchedulerServerTest, BadInputGetsTheRightCodeAndAMessageNamingTheField) {
   FakeWorker worker(channel_, "w1");
   AwaitWorkers(1);
