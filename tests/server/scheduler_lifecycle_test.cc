@@ -89,8 +89,8 @@ class SchedulerLifecycleTest : public ::testing::Test {
   // A fresh scheduler on the same store contents, as after a process restart.
   void Start(SchedulerOptions options) {
     scheduler_.reset();
-    scheduler_ = radial::testing::CreateScheduler(std::move(options),
-                                                  std::make_unique<HookedJobStore>(store_, &before_put_, &before_write_video_));
+    scheduler_ = radial::testing::CreateScheduler(
+        std::move(options), std::make_unique<HookedJobStore>(store_, &before_put_, &before_write_video_));
     ASSERT_NE(scheduler_, nullptr);
   }
   std::string Submit(v1::GenerateRequest request) {
