@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,7 @@ struct JobRecord {
   std::string restart_reason;
   WorkerLink* worker = nullptr;  // while running
   bool cancel_requested = false;
+  std::optional<uint64_t> queue_tag;  // its fair-queuing tag once queued (kept when it is requeued)
   int64_t queued_since_ms = 0;   // wall clock: start of the current wait in the queue (queue deadline)
   int watchers = 0;              // open Watch/Generate streams: retention does not evict these
   std::vector<std::weak_ptr<Waiter>> waiters;
@@ -53,8 +55,8 @@ class JobTable {
   JobRecord* FindVisible(const std::string& job_id);
   JobRecord& Insert(JobRecord record);
   void Erase(const std::string& job_id);
-  // The job id holding a client's idempotency key, if any.
-  const std::string* FindRequestId(const std::string& request_id) const;
+  // The job id holding a tenant's idempotency key, if any (keys are per tenant).
+  const std::string* FindRequestId(const std::string& tenant, const std::string& request_id) const;
   // Records that a job ended (or was loaded ended): it becomes a candidate for retention.
   void MarkEnded(const JobRecord& record);
 
@@ -78,7 +80,7 @@ class JobTable {
  private:
   std::map<std::string, JobRecord> jobs_;
   std::map<uint64_t, std::string> by_sequence_;
-  std::map<std::string, std::string> by_request_id_;
+  std::map<std::pair<std::string, std::string>, std::string> by_request_id_;  // (tenant, key) -> id
   // Ended jobs by (finished time, sequence): retention's order.
   std::map<std::pair<int64_t, uint64_t>, std::string> ended_;
   uint64_t stored_bytes_ = 0;

@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "radial/common/echo.h"
 #include "radial/common/status_macros.h"
+#include "radial/common/utf8.h"
 #include "rpc/status_convert.h"
 #include "scheduler/dispatch_policy.h"
 
@@ -96,11 +97,17 @@ absl::Status Scheduler::Load() {
       JobRecord record;
       record.stored = std::move(row);
       record.durable = true;
+      if (record.job().tenant().empty()) record.job().set_tenant(kDefaultTenant);
       const v1::JobState state = record.job().state();
       if (state == v1::JOB_STATE_QUEUED || state == v1::JOB_STATE_RUNNING) {
         const bool was_running = state == v1::JOB_STATE_RUNNING;
         JobRecord& inserted = jobs_.Insert(std::move(record));
-        if (was_running) {
+        if (was_running && inserted.job().error().code() == static_cast<int>(absl::StatusCode::kCancelled)) {
+          Finish(inserted, v1::JOB_STATE_CANCELLED,
+                 absl::CancelledError("cancelled by a client while running (confirmed at the scheduler's restart)"),
+                 effects);
+          ++ended;
+        } else if (was_running) {
           ++inserted.stored.restarts;
           inserted.restart_reason =
               absl::StrCat("the scheduler restarted during attempt ", inserted.job().attempts());
@@ -108,8 +115,7 @@ absl::Status Scheduler::Load() {
           ++rerun;
         } else {
           inserted.queued_since_ms = inserted.job().created_unix_ms();
-          queue_.Push(inserted.id(), inserted.job().request().priority(), inserted.stored.sequence,
-                      /*over_capacity=*/true);
+          Enqueue(inserted);
           ++queued;
         }
       } else if (record.ended()) {
@@ -131,14 +137,14 @@ absl::Status Scheduler::Load() {
 
 // ---------------------------------------------------------------- clients
 
-absl::StatusOr<v1::Job> Scheduler::Submit(const v1::GenerateRequest& request) {
+absl::StatusOr<v1::Job> Scheduler::Submit(const v1::GenerateRequest& request, const Caller& caller) {
   Effects effects;
   std::string id;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (shutting_down_) return absl::UnavailableError("scheduler: shutting down to restart; retry shortly");
     if (!request.request_id().empty()) {
-      if (const std::string* existing = jobs_.FindRequestId(request.request_id())) {
+      if (const std::string* existing = jobs_.FindRequestId(caller.tenant, request.request_id())) {
         const JobRecord& record = *jobs_.Find(*existing);
         if (!record.durable) {
           return absl::AbortedError("request_id: a Submit with this request_id is still being saved; retry");
@@ -153,6 +159,7 @@ absl::StatusOr<v1::Job> Scheduler::Submit(const v1::GenerateRequest& request) {
     const std::string default_model = options_.default_model.empty() ? workers_.FirstModel() : options_.default_model;
     RADIAL_ASSIGN_OR_RETURN(v1::GenerateRequest resolved,
                             ResolveRequest(request, models, default_model, seeds_(), options_.request_defaults));
+    RADIAL_RETURN_IF_ERROR(CheckQuota(caller));
     if (queue_.size() + pending_submits_ >= queue_.capacity()) {
       return absl::ResourceExhaustedError(absl::StrCat("queue: got ", queue_.size(), " queued jobs, expected fewer than ",
                                                        queue_.capacity(), " (--queue-capacity); retry later"));
@@ -163,6 +170,7 @@ absl::StatusOr<v1::Job> Scheduler::Submit(const v1::GenerateRequest& request) {
     JobRecord record;
     v1::Job& job = record.job();
     job.set_id(id);
+    job.set_tenant(caller.tenant);
     job.set_state(v1::JOB_STATE_QUEUED);
     *job.mutable_request() = std::move(resolved);
     job.set_created_unix_ms(options_.wall_ms());
@@ -190,9 +198,11 @@ absl::StatusOr<v1::Job> Scheduler::Submit(const v1::GenerateRequest& request) {
     }
     record->durable = true;
     const v1::GenerateRequest& accepted = record->job().request();
-    queue_.Push(id, accepted.priority(), record->stored.sequence, /*over_capacity=*/true);
-    spdlog::info("job_id={} queued model={} {}x{}x{} steps={} priority={}", id, accepted.model(), accepted.width(),
-                 accepted.height(), accepted.frames(), accepted.steps(), accepted.priority());
+    Enqueue(*record);
+    spdlog::info("job_id={} queued tenant={} model={} {}x{}x{} steps={} priority={} prompt={} chars", id,
+                 common::Echo(record->job().tenant()), accepted.model(), accepted.width(), accepted.height(),
+                 accepted.frames(), accepted.steps(), accepted.priority(), common::Utf8Length(accepted.prompt()));
+    spdlog::debug("job_id={} prompt: {}", id, accepted.prompt());
     Dispatch(after);
     view = View(*jobs_.Find(id));
     Seal(after);
@@ -201,10 +211,42 @@ absl::StatusOr<v1::Job> Scheduler::Submit(const v1::GenerateRequest& request) {
   return view;
 }
 
-absl::StatusOr<JobRecord*> Scheduler::Lookup(const std::string& job_id) {
+absl::Status Scheduler::CheckQuota(const Caller& caller) {
+  const TenantLimits& limits = options_.tenancy.For(caller.tenant);
+  if (limits.max_queued > 0 && queue_.CountOfTenant(caller.tenant) >= limits.max_queued) {
+    return absl::ResourceExhaustedError(absl::StrCat("quota max_queued: tenant ", Echo(caller.tenant), " has ",
+                                                     queue_.CountOfTenant(caller.tenant),
+                                                     " queued jobs, expected fewer than ", limits.max_queued,
+                                                     "; retry when some have started"));
+  }
+  if (limits.submits_per_minute > 0) {
+    Bucket& bucket = submit_buckets_[caller.tenant];
+    const int64_t now = options_.steady_ms();
+    const double capacity = limits.submits_per_minute;
+    if (bucket.updated_ms == 0) bucket.tokens = capacity;
+    bucket.tokens = std::min(capacity, bucket.tokens + (now - bucket.updated_ms) * capacity / 60000.0);
+    bucket.updated_ms = now;
+    if (bucket.tokens < 1.0) {
+      return absl::ResourceExhaustedError(absl::StrCat("quota submits_per_minute: tenant ", Echo(caller.tenant),
+                                                       " submitted more than ", limits.submits_per_minute,
+                                                       " jobs per minute; retry in a few seconds"));
+    }
+    bucket.tokens -= 1.0;
+  }
+  return absl::OkStatus();
+}
+
+void Scheduler::Enqueue(JobRecord& record) {
+  const v1::Job& job = record.job();
+  queue_.Push(record.id(), job.request().priority(), record.stored.sequence, /*over_capacity=*/true, job.tenant(),
+              record.queue_tag);
+  record.queue_tag = queue_.tag_of(record.id());
+}
+
+absl::StatusOr<JobRecord*> Scheduler::Lookup(const std::string& job_id, const Caller& caller) {
   if (job_id.empty()) return absl::InvalidArgumentError("job_id: got an empty id, expected a job id");
   JobRecord* record = jobs_.FindVisible(job_id);
-  if (record == nullptr) {
+  if (record == nullptr || !caller.Sees(record->job().tenant())) {  // another tenant's job does not exist
     return absl::NotFoundError(absl::StrCat("job_id: got ", Echo(job_id),
                                             ", expected a job this scheduler keeps (ended jobs are kept up to "
                                             "--retain-jobs, --retain-hours and --retain-bytes)"));
@@ -212,18 +254,18 @@ absl::StatusOr<JobRecord*> Scheduler::Lookup(const std::string& job_id) {
   return record;
 }
 
-absl::StatusOr<v1::Job> Scheduler::GetJob(const std::string& job_id) {
+absl::StatusOr<v1::Job> Scheduler::GetJob(const std::string& job_id, const Caller& caller) {
   std::lock_guard<std::mutex> lock(mutex_);
-  RADIAL_ASSIGN_OR_RETURN(const JobRecord* record, Lookup(job_id));
+  RADIAL_ASSIGN_OR_RETURN(const JobRecord* record, Lookup(job_id, caller));
   return View(*record);
 }
 
-absl::StatusOr<v1::Job> Scheduler::Cancel(const std::string& job_id) {
+absl::StatusOr<v1::Job> Scheduler::Cancel(const std::string& job_id, const Caller& caller) {
   Effects effects;
   v1::Job view;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    RADIAL_ASSIGN_OR_RETURN(JobRecord * record, Lookup(job_id));
+    RADIAL_ASSIGN_OR_RETURN(JobRecord * record, Lookup(job_id, caller));
     if (record->ended() || record->finishing) {
       return absl::FailedPreconditionError(
           absl::StrCat("job_id: job ", job_id, " has already ",
@@ -236,6 +278,9 @@ absl::StatusOr<v1::Job> Scheduler::Cancel(const std::string& job_id) {
       Finish(*record, v1::JOB_STATE_CANCELLED, absl::CancelledError("cancelled by a client while queued"), effects);
     } else if (!record->cancel_requested && record->worker != nullptr) {
       record->cancel_requested = true;
+      // Saved as the job's pending error, so a restart before the worker confirms still cancels it.
+      *record->job().mutable_error() = ToProtoError(absl::CancelledError("cancel requested by a client"));
+      Persist(*record, effects);
       v1::SchedulerMessage message;
       message.mutable_cancel()->set_job_id(job_id);
       message.mutable_cancel()->set_reason("cancelled by a client");
@@ -253,12 +298,12 @@ absl::StatusOr<v1::Job> Scheduler::Cancel(const std::string& job_id) {
   return view;
 }
 
-absl::StatusOr<v1::Job> Scheduler::Delete(const std::string& job_id) {
+absl::StatusOr<v1::Job> Scheduler::Delete(const std::string& job_id, const Caller& caller) {
   Effects effects;
   v1::Job view;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    RADIAL_ASSIGN_OR_RETURN(JobRecord * record, Lookup(job_id));
+    RADIAL_ASSIGN_OR_RETURN(JobRecord * record, Lookup(job_id, caller));
     view = View(*record);
     if (record->job().state() == v1::JOB_STATE_QUEUED) queue_.Remove(job_id);
     if (record->worker != nullptr) StopOnWorker(*record, "the job was deleted by a client");
@@ -274,7 +319,7 @@ absl::StatusOr<v1::Job> Scheduler::Delete(const std::string& job_id) {
   return view;
 }
 
-absl::StatusOr<v1::ListJobsResponse> Scheduler::ListJobs(const v1::ListJobsRequest& request) {
+absl::StatusOr<v1::ListJobsResponse> Scheduler::ListJobs(const v1::ListJobsRequest& request, const Caller& caller) {
   uint32_t page_size = request.page_size() == 0 ? kDefaultPageSize : request.page_size();
   if (page_size > kMaxPageSize) {
     return absl::InvalidArgumentError(
@@ -297,7 +342,7 @@ absl::StatusOr<v1::ListJobsResponse> Scheduler::ListJobs(const v1::ListJobsReque
   std::lock_guard<std::mutex> lock(mutex_);
   uint64_t last_sequence = 0;
   jobs_.ForEachNewestFirst(before, [&](const JobRecord& record) {
-    if (!record.durable) return true;
+    if (!record.durable || !caller.Sees(record.job().tenant())) return true;
     if (!states.empty() && states.count(record.job().state()) == 0) return true;
     if (!request.model().empty() && record.job().request().model() != request.model()) return true;
     if (static_cast<uint32_t>(response.jobs_size()) == page_size) {
@@ -320,9 +365,9 @@ v1::ListModelsResponse Scheduler::ListModels() {
 }
 
 absl::StatusOr<WatchCursor> Scheduler::StartWatch(const std::string& job_id, uint64_t from_byte_offset,
-                                                  uint32_t attempt) {
+                                                  uint32_t attempt, const Caller& caller) {
   std::lock_guard<std::mutex> lock(mutex_);
-  RADIAL_ASSIGN_OR_RETURN(JobRecord * record, Lookup(job_id));
+  RADIAL_ASSIGN_OR_RETURN(JobRecord * record, Lookup(job_id, caller));
   const v1::Job& job = record->job();
   WatchCursor cursor;
   cursor.offset = from_byte_offset;
@@ -550,6 +595,12 @@ void Scheduler::WorkerMessage(WorkerLink* link, const v1::WorkerMessage& message
             break;
           case v1::WorkerMessage::kHandBack: {
             record->worker = nullptr;
+            if (record->cancel_requested) {  // the client's cancel wins over running it again
+              Finish(*record, v1::JOB_STATE_CANCELLED, absl::CancelledError("cancelled by a client while running"),
+                     effects);
+              EndedByWorker(*worker, job_id, effects);
+              break;
+            }
             ++record->stored.restarts;
             record->restart_reason = absl::StrCat("worker ", worker->id, " handed the job back (",
                                                   Echo(message.hand_back().reason()), ")");
@@ -635,6 +686,8 @@ void Scheduler::Tick() {
     for (const auto& [link, worker] : workers_.workers()) {
       if (steady - worker.last_seen_ms > options_.worker_timeout_ms) silent.push_back(link);
     }
+    // None of them may receive the jobs of another (they are all about to be lost).
+    for (WorkerLink* link : silent) workers_.Find(link)->draining = true;
     for (WorkerLink* link : silent) {
       const std::string reason = absl::StrCat("sent nothing for more than ", options_.worker_timeout_ms / 1000.0,
                                               " s (--worker-timeout)");
@@ -714,6 +767,7 @@ v1::Job Scheduler::View(const JobRecord& record) const {
 void Scheduler::Requeue(JobRecord& record, Effects& effects) {
   v1::Job& job = record.job();
   job.set_state(v1::JOB_STATE_QUEUED);
+  job.clear_error();
   job.clear_progress();
   job.mutable_progress()->set_stage(v1::STAGE_QUEUED);
   record.video = std::make_shared<std::string>();
@@ -722,7 +776,7 @@ void Scheduler::Requeue(JobRecord& record, Effects& effects) {
   record.cancel_requested = false;
   record.worker = nullptr;
   record.queued_since_ms = options_.wall_ms();
-  queue_.Push(record.id(), job.request().priority(), record.stored.sequence, /*over_capacity=*/true);
+  Enqueue(record);
   Persist(record, effects);
   Changed(record, effects);
 }
@@ -736,12 +790,28 @@ void Scheduler::Dispatch(Effects& effects) {
   }
   if (slots.empty()) return;
   std::vector<QueuedJob> order;
-  for (const std::string& id : queue_.InOrder()) order.push_back({id, jobs_.Find(id)->job().request().model()});
-  for (const Assignment& assignment : PlanDispatch(order, std::move(slots))) {
+  std::map<std::string, uint32_t> tenant_room;  // running slots a tenant has left (absent: no limit)
+  for (const std::string& id : queue_.InOrder()) {
+    const v1::Job& job = jobs_.Find(id)->job();
+    order.push_back({id, job.request().model(), job.tenant()});
+    const uint32_t max_running = options_.tenancy.For(job.tenant()).max_running;
+    if (max_running > 0) tenant_room.emplace(job.tenant(), max_running);
+  }
+  if (!tenant_room.empty()) {
+    for (auto& [link, worker] : workers_.workers()) {
+      for (const std::string& id : worker.running) {
+        const JobRecord* running = jobs_.Find(id);
+        if (running == nullptr) continue;
+        const auto room = tenant_room.find(running->job().tenant());
+        if (room != tenant_room.end() && room->second > 0) --room->second;
+      }
+    }
+  }
+  for (const Assignment& assignment : PlanDispatch(order, std::move(slots), std::move(tenant_room))) {
     WorkerLink* link = static_cast<WorkerLink*>(const_cast<void*>(assignment.worker));
     WorkerRecord& worker = *workers_.Find(link);
     JobRecord& record = *jobs_.Find(assignment.job_id);
-    queue_.Remove(assignment.job_id);
+    queue_.Take(assignment.job_id);
     v1::Job& job = record.job();
     job.set_state(v1::JOB_STATE_RUNNING);
     job.set_started_unix_ms(options_.wall_ms());

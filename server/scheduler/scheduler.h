@@ -19,6 +19,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -31,6 +32,7 @@
 #include "scheduler/job_queue.h"
 #include "scheduler/job_table.h"
 #include "scheduler/request_validator.h"
+#include "scheduler/tenancy.h"
 #include "scheduler/worker_link.h"
 #include "scheduler/worker_registry.h"
 #include "store/job_store.h"
@@ -45,6 +47,7 @@ struct SchedulerOptions {
   size_t max_chunk_bytes = 1 << 20;              // chunk size served to watchers
   std::string default_model;                     // empty: the first model a worker announced
   RequestDefaults request_defaults;              // queue and run timeouts of requests that set none
+  TenancyOptions tenancy;                        // per-tenant quotas
   int64_t worker_timeout_ms = 30000;             // a worker silent this long is gone
   int64_t model_ttl_ms = 300000;                 // a model with no worker is listed this long
   // Clocks, replaceable in tests: wall time (job times, deadlines, retention age; persisted) and a
@@ -86,20 +89,26 @@ class Scheduler {
   // NOT_FOUND for bad requests, UNAVAILABLE when no model is served or the store cannot be written
   // (the job was then not accepted), RESOURCE_EXHAUSTED when the queue is full. A request_id seen
   // before returns that job.
-  absl::StatusOr<v1::Job> Submit(const v1::GenerateRequest& request);
-  absl::StatusOr<v1::Job> GetJob(const std::string& job_id);
+  // The job belongs to caller.tenant. RESOURCE_EXHAUSTED naming the quota when the tenant is at
+  // its max_queued or submits_per_minute.
+  absl::StatusOr<v1::Job> Submit(const v1::GenerateRequest& request, const Caller& caller = Caller::Unauthenticated());
+  // Every call that names a job answers NOT_FOUND for a job of another tenant (unless an admin calls).
+  absl::StatusOr<v1::Job> GetJob(const std::string& job_id, const Caller& caller = Caller::Unauthenticated());
   // A queued job ends at once (CANCELLED); a running one is asked to stop and ends when its worker
   // confirms (within one denoising step) or disappears. FAILED_PRECONDITION for an ended job.
-  absl::StatusOr<v1::Job> Cancel(const std::string& job_id);
+  absl::StatusOr<v1::Job> Cancel(const std::string& job_id, const Caller& caller = Caller::Unauthenticated());
   // Removes the job, its row and its video; a running job's worker is told to stop.
-  absl::StatusOr<v1::Job> Delete(const std::string& job_id);
-  absl::StatusOr<v1::ListJobsResponse> ListJobs(const v1::ListJobsRequest& request);
+  absl::StatusOr<v1::Job> Delete(const std::string& job_id, const Caller& caller = Caller::Unauthenticated());
+  // The caller's tenant's jobs (an admin's: every tenant's).
+  absl::StatusOr<v1::ListJobsResponse> ListJobs(const v1::ListJobsRequest& request,
+                                                const Caller& caller = Caller::Unauthenticated());
   v1::ListModelsResponse ListModels();
 
   // Starts watching: a cursor at `from_byte_offset` (see WatchRequest). NOT_FOUND for an unknown
   // job, OUT_OF_RANGE for an offset past the end of a finished job's video. Counts as a watcher
   // (retention keeps the job) until EndWatch.
-  absl::StatusOr<WatchCursor> StartWatch(const std::string& job_id, uint64_t from_byte_offset, uint32_t attempt);
+  absl::StatusOr<WatchCursor> StartWatch(const std::string& job_id, uint64_t from_byte_offset, uint32_t attempt,
+                                         const Caller& caller = Caller::Unauthenticated());
   // The next event for `cursor`. May read the stored video (outside the lock).
   WatchStep NextEvent(const std::string& job_id, WatchCursor& cursor, v1::JobEvent& event,
                       const std::weak_ptr<Waiter>& waiter);
@@ -146,10 +155,12 @@ class Scheduler {
   absl::Status Load();
 
   // All below with "Locked" or taking Effects& run under mutex_.
-  absl::StatusOr<JobRecord*> Lookup(const std::string& job_id);
+  absl::StatusOr<JobRecord*> Lookup(const std::string& job_id, const Caller& caller);
+  absl::Status CheckQuota(const Caller& caller);
   v1::Job View(const JobRecord& record) const;
   void Dispatch(Effects& effects);
   void Requeue(JobRecord& record, Effects& effects);
+  void Enqueue(JobRecord& record);  // into the queue at its fair place (its old one if it had one)
   void Finish(JobRecord& record, v1::JobState state, const absl::Status& status, Effects& effects);
   void Changed(JobRecord& record, Effects& effects);
   void Persist(JobRecord& record, Effects& effects);
@@ -180,6 +191,11 @@ class Scheduler {
   bool shutting_down_ = false;
   std::mt19937_64 seeds_;  // only for seeds a request leaves to the scheduler (ids come from the OS CSPRNG)
   uint64_t next_ticket_ = 1;
+  struct Bucket {
+    double tokens = 0;
+    int64_t updated_ms = 0;
+  };
+  std::map<std::string, Bucket> submit_buckets_;  // per tenant: submits_per_minute
 
   // Orders store writes: Apply waits for its ticket.
   std::mutex store_mutex_;

@@ -33,7 +33,7 @@ TEST(JobQueueTest, BoundedAndUnique) {
   EXPECT_TRUE(queue.full());
   EXPECT_FALSE(queue.Push("c", 10, 4)) << "a full queue takes nothing, whatever the priority";
   EXPECT_EQ(queue.size(), 2u);
-  EXPECT_TRUE(queue.Push("requeued", 0, 0, /*over_capacity=*/true)) << "accepted work is never dropped";
+  EXPECT_TRUE(queue.Push("requeued", 0, 0, /*over_capacity=*/true, "", /*tag=*/0)) << "accepted work is never dropped";
   EXPECT_EQ(queue.Position("requeued"), 0u);
 }
 
@@ -51,9 +51,10 @@ TEST(JobQueueTest, RequeuedJobKeepsItsPlace) {
   JobQueue queue(5);
   queue.Push("first", 0, 1);
   queue.Push("second", 0, 2);
+  const std::optional<uint64_t> tag = queue.tag_of("first");
   ASSERT_EQ(PopAny(queue), "first");
   queue.Push("third", 0, 3);
-  queue.Push("first", 0, 1);  // its worker died: back with its original sequence
+  queue.Push("first", 0, 1, false, "", tag);  // its worker died: back with its original tag and sequence
   EXPECT_EQ(queue.Position("first"), 0u);
 }
 
@@ -77,6 +78,43 @@ TEST(JobQueueTest, CountsByPriority) {
   const auto counts = queue.CountByPriority();
   EXPECT_EQ(counts.at(0), 2u);
   EXPECT_EQ(counts.at(7), 1u);
+}
+
+TEST(JobQueueTest, TenantsTakeTurnsWithinAPriority) {
+  JobQueue queue(2000);
+  for (int i = 0; i < 1000; ++i) queue.Push("a" + std::to_string(i), 0, i + 1, false, "tenant-a");
+  queue.Push("b0", 0, 1001, false, "tenant-b");
+  EXPECT_EQ(queue.Position("b0"), 1u) << "the other tenant's single job waits behind one job, not 1000";
+  queue.Push("b1", 0, 1002, false, "tenant-b");
+  queue.Push("c0", 0, 1003, false, "tenant-c");
+  std::vector<std::string> order;
+  for (int i = 0; i < 6; ++i) order.push_back(*PopAny(queue));
+  EXPECT_EQ(order, (std::vector<std::string>{"a0", "b0", "c0", "a1", "b1", "a2"}));
+  EXPECT_EQ(queue.CountOfTenant("tenant-a"), 997u);
+  EXPECT_EQ(queue.CountOfTenant("tenant-b"), 0u);
+}
+
+TEST(JobQueueTest, ATenantArrivingLaterDoesNotJumpAheadOfServedTurns) {
+  JobQueue queue(100);
+  for (int i = 0; i < 4; ++i) queue.Push("a" + std::to_string(i), 0, i + 1, false, "a");
+  ASSERT_EQ(PopAny(queue), "a0");
+  ASSERT_EQ(PopAny(queue), "a1");
+  // b arrives after two of a's turns were served: it goes next, then they alternate.
+  queue.Push("b0", 0, 10, false, "b");
+  queue.Push("b1", 0, 11, false, "b");
+  std::vector<std::string> order;
+  while (auto id = PopAny(queue)) order.push_back(*id);
+  EXPECT_EQ(order, (std::vector<std::string>{"a2", "b0", "a3", "b1"}));
+}
+
+TEST(JobQueueTest, PriorityStillWinsAcrossTenants) {
+  JobQueue queue(100);
+  for (int i = 0; i < 5; ++i) queue.Push("a" + std::to_string(i), 0, i + 1, false, "a");
+  queue.Push("urgent", 5, 10, false, "a");
+  queue.Push("b0", 0, 11, false, "b");
+  EXPECT_EQ(queue.Position("urgent"), 0u);
+  EXPECT_EQ(queue.Position("a0"), 1u);
+  EXPECT_EQ(queue.Position("b0"), 2u);
 }
 
 }  // namespace

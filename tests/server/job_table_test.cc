@@ -70,14 +70,14 @@ TEST(JobTableTest, RequestIdIndexFollowsInsertAndErase) {
   JobRecord keyed = Record("a", 1);
   keyed.stored.job.mutable_request()->set_request_id("key");
   table.Insert(std::move(keyed));
-  ASSERT_NE(table.FindRequestId("key"), nullptr);
-  EXPECT_EQ(*table.FindRequestId("key"), "a");
-  EXPECT_EQ(table.FindRequestId("other"), nullptr);
-  EXPECT_EQ(table.FindRequestId(""), nullptr) << "an empty key is no key";
+  ASSERT_NE(table.FindRequestId("", "key"), nullptr);
+  EXPECT_EQ(*table.FindRequestId("", "key"), "a");
+  EXPECT_EQ(table.FindRequestId("", "other"), nullptr);
+  EXPECT_EQ(table.FindRequestId("", ""), nullptr) << "an empty key is no key";
   table.Insert(Record("b", 2));
-  EXPECT_EQ(table.FindRequestId(""), nullptr);
+  EXPECT_EQ(table.FindRequestId("", ""), nullptr);
   table.Erase("a");
-  EXPECT_EQ(table.FindRequestId("key"), nullptr);
+  EXPECT_EQ(table.FindRequestId("", "key"), nullptr);
 }
 
 TEST(JobTableTest, ForEachNewestFirstHonoursTheBoundAndStops) {
