@@ -1,5 +1,5 @@
-// JobTable alone: lookup and visibility, the request_id index, newest-first iteration and the
-// retention policy (count, age, bytes, watched jobs).
+// JobTable alone: lookup and visibility, newest-first iteration and the retention policy (count,
+// age, bytes, watched jobs). The request_id index is tested through the Scheduler (scheduler_test).
 #include "scheduler/job_table.h"
 
 #include <gtest/gtest.h>
@@ -63,21 +63,6 @@ TEST(JobTableTest, RecordBytesAreTheStoredVideosOrTheRunningAttempts) {
   EXPECT_TRUE(Record("c", 3, v1::JOB_STATE_FAILED).ended());
   EXPECT_TRUE(Record("d", 4, v1::JOB_STATE_CANCELLED).ended());
   EXPECT_FALSE(Record("e", 5, v1::JOB_STATE_QUEUED).ended());
-}
-
-TEST(JobTableTest, RequestIdIndexFollowsInsertAndErase) {
-  JobTable table;
-  JobRecord keyed = Record("a", 1);
-  keyed.stored.job.mutable_request()->set_request_id("key");
-  table.Insert(std::move(keyed));
-  ASSERT_NE(table.FindRequestId("", "key"), nullptr);
-  EXPECT_EQ(*table.FindRequestId("", "key"), "a");
-  EXPECT_EQ(table.FindRequestId("", "other"), nullptr);
-  EXPECT_EQ(table.FindRequestId("", ""), nullptr) << "an empty key is no key";
-  table.Insert(Record("b", 2));
-  EXPECT_EQ(table.FindRequestId("", ""), nullptr);
-  table.Erase("a");
-  EXPECT_EQ(table.FindRequestId("", "key"), nullptr);
 }
 
 TEST(JobTableTest, ForEachNewestFirstHonoursTheBoundAndStops) {
