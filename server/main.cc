@@ -16,6 +16,10 @@ int main(int argc, char** argv) {
   std::map<std::string, radial::common::FlagHandler> flags;
   radial::server::AddServerFlags(config, flags);
   if (const auto status = radial::common::ParseFlags(argc, argv, flags, usage, std::cout, std::cerr)) return *status;
+  if (const absl::Status finished = radial::server::FinishConfig(config); !finished.ok()) {
+    std::cerr << argv[0] << ": " << finished.message() << "\n";
+    return 2;
+  }
   if (const absl::Status level = radial::server::SetLogLevelFromEnvironment(); !level.ok()) {
     std::cerr << "radial-scheduler: " << level.message() << "\n";
     return 2;
@@ -33,7 +37,17 @@ int main(int argc, char** argv) {
   }
   spdlog::info("radial-scheduler listening on port {}: {}", (*server)->port(), radial::server::DescribeConfig(config));
   if (!config.port_file.empty()) radial::server::WritePortFile(config.port_file, (*server)->port());
-  radial::server::WaitForTerminationSignal();
+  if (!config.worker_port_file.empty()) {
+    radial::server::WritePortFile(config.worker_port_file, (*server)->worker_port());
+  }
+  radial::server::WaitForTerminationSignal([&server] {
+    const absl::Status reloaded = (*server)->Reload();
+    if (reloaded.ok()) {
+      spdlog::info("tokens re-read (SIGHUP)");
+    } else {
+      spdlog::error("tokens not re-read, the previous ones stay in force: {}", std::string(reloaded.message()));
+    }
+  });
   spdlog::info("radial-scheduler shutting down: streams end with UNAVAILABLE, jobs stay in {}", config.data_dir);
   (*server)->Shutdown();
   return 0;

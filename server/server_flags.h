@@ -3,6 +3,7 @@
 #ifndef RADIAL_SERVER_SERVER_FLAGS_H_
 #define RADIAL_SERVER_SERVER_FLAGS_H_
 
+#include <functional>
 #include <map>
 #include <string>
 
@@ -16,7 +17,12 @@ struct ServerConfig {
   std::string data_dir;          // empty: the binary's default
   bool sqlite_synchronous_full = true;
   std::string port_file;
+  std::string worker_port_file;
+  std::string tenant_limits_file;
 };
+
+// After parsing: reads the files the flags name (--tenant-limits); errors name the file and line.
+absl::Status FinishConfig(ServerConfig& config);
 
 // The usage lines of the shared flags (each binary prints its own first line, then these).
 extern const char kServerFlagsUsage[];
@@ -37,8 +43,9 @@ absl::StatusOr<std::unique_ptr<JobStore>> OpenStore(const ServerConfig& config);
 // RADIAL_LOG_LEVEL: trace, debug, info, warn, error, critical, off. INVALID_ARGUMENT for others.
 absl::Status SetLogLevelFromEnvironment();
 
-// Blocks until SIGINT or SIGTERM (the handler only sets a flag).
-void WaitForTerminationSignal();
+// Blocks until SIGINT or SIGTERM; runs on_hangup (on this thread) after each SIGHUP. The handlers
+// only set flags.
+void WaitForTerminationSignal(const std::function<void()>& on_hangup = nullptr);
 
 }  // namespace radial::server
 

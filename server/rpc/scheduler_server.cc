@@ -2,10 +2,17 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_credentials_options.h>
+#include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <fstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "radial/common/echo.h"
 #include "radial/common/status_macros.h"
 
 namespace radial::server {
@@ -14,21 +21,71 @@ namespace {
 constexpr char kVideoServiceName[] = "radial.v1.VideoService";
 constexpr char kWorkerServiceName[] = "radial.v1.WorkerService";
 
-}  // namespace
+bool IsLoopback(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  std::string host = colon == std::string::npos ? address : address.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
+}
 
-absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(const ServerOptions& options,
-                                                                       std::unique_ptr<JobStore> store) {
-  std::unique_ptr<SchedulerServer> server(new SchedulerServer());
-  RADIAL_ASSIGN_OR_RETURN(server->scheduler_, Scheduler::Create(options.scheduler, std::move(store)));
-  server->video_service_ = std::make_unique<VideoService>(*server->scheduler_);
-  server->worker_service_ = std::make_unique<WorkerService>(*server->scheduler_);
+absl::Status CheckReadable(const std::string& flag, const std::string& path) {
+  if (!std::ifstream(path)) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": cannot read ", common::Echo(path)));
+  }
+  return absl::OkStatus();
+}
 
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &server->port_);
-  builder.RegisterService(server->video_service_.get());
-  builder.RegisterService(server->worker_service_.get());
+// TLS credentials whose files are watched (re-read every refresh_seconds), or insecure ones.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const TlsOptions& tls, bool require_client_cert) {
+  if (tls.cert_file.empty()) return grpc::InsecureServerCredentials();
+  RADIAL_RETURN_IF_ERROR(CheckReadable("--tls-cert", tls.cert_file));
+  RADIAL_RETURN_IF_ERROR(CheckReadable("--tls-key", tls.key_file));
+  if (require_client_cert) RADIAL_RETURN_IF_ERROR(CheckReadable("--worker-tls-ca", tls.worker_ca_file));
+  auto provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+      tls.key_file, tls.cert_file, require_client_cert ? tls.worker_ca_file : "", tls.refresh_seconds);
+  grpc::experimental::TlsServerCredentialsOptions options(provider);
+  options.watch_identity_key_cert_pairs();
+  if (require_client_cert) {
+    options.watch_root_certs();
+    options.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  } else {
+    options.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  }
+  return grpc::experimental::TlsServerCredentials(options);
+}
+
+absl::Status CheckSecurity(const ServerOptions& options) {
+  const TlsOptions& tls = options.tls;
+  if (tls.cert_file.empty() != tls.key_file.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key: got one without the other, expected both or neither");
+  }
+  if (!tls.worker_ca_file.empty() && tls.cert_file.empty()) {
+    return absl::InvalidArgumentError("--worker-tls-ca: mutual TLS needs the server's own --tls-cert and --tls-key");
+  }
+  const bool tls_on = !tls.cert_file.empty();
+  const bool clients_authenticated = !options.auth.tokens_file.empty();
+  const bool workers_authenticated = !options.auth.worker_tokens_file.empty() || !tls.worker_ca_file.empty();
+  if (options.worker_listen.empty() && (clients_authenticated || workers_authenticated || tls_on)) {
+    return absl::InvalidArgumentError(
+        "--worker-listen: missing, expected a separate listener for workers when TLS or tokens are configured");
+  }
+  if (options.insecure) return absl::OkStatus();
+  if (!IsLoopback(options.listen) && !(tls_on && clients_authenticated)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--listen: got ", common::Echo(options.listen),
+        ", which is not a loopback address, without TLS and a tokens file; expected --tls-cert/--tls-key and "
+        "--tokens, a loopback address, or --insecure to serve unauthenticated anyway"));
+  }
+  if (!options.worker_listen.empty() && !IsLoopback(options.worker_listen) && !(tls_on && workers_authenticated)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--worker-listen: got ", common::Echo(options.worker_listen),
+        ", which is not a loopback address, without TLS and a worker credential; expected --tls-cert/--tls-key "
+        "and --worker-tls-ca or --worker-tokens, a loopback address, or --insecure"));
+  }
+  return absl::OkStatus();
+}
+
+void Configure(grpc::ServerBuilder& builder, const ServerOptions& options) {
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   // Dead workers: ping idle streams, and allow the workers' own pings.
@@ -37,10 +94,54 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(const Se
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(const ServerOptions& options,
+                                                                       std::unique_ptr<JobStore> store) {
+  RADIAL_RETURN_IF_ERROR(CheckSecurity(options));
+  std::unique_ptr<SchedulerServer> server(new SchedulerServer());
+  AuthOptions auth = options.auth;
+  auth.worker_mtls = !options.tls.worker_ca_file.empty();
+  RADIAL_ASSIGN_OR_RETURN(server->authenticator_, Authenticator::Create(auth));
+  RADIAL_ASSIGN_OR_RETURN(auto client_credentials, Credentials(options.tls, false));
+  RADIAL_ASSIGN_OR_RETURN(auto worker_credentials, Credentials(options.tls, auth.worker_mtls));
+  RADIAL_ASSIGN_OR_RETURN(server->scheduler_, Scheduler::Create(options.scheduler, std::move(store)));
+  server->video_service_ = std::make_unique<VideoService>(*server->scheduler_, *server->authenticator_);
+  server->worker_service_ = std::make_unique<WorkerService>(*server->scheduler_, *server->authenticator_);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen, client_credentials, &server->port_);
+  builder.RegisterService(server->video_service_.get());
+  if (options.worker_listen.empty()) builder.RegisterService(server->worker_service_.get());
+  Configure(builder, options);
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
-    return absl::UnavailableError(absl::StrCat("listen: got '", options.listen,
-                                               "', expected a host:port this process can bind"));
+    return absl::UnavailableError(absl::StrCat("listen: got ", common::Echo(options.listen),
+                                               ", expected a host:port this process can bind"));
+  }
+  server->worker_port_ = server->port_;
+  if (!options.worker_listen.empty()) {
+    grpc::ServerBuilder worker_builder;
+    worker_builder.AddListeningPort(options.worker_listen, worker_credentials, &server->worker_port_);
+    worker_builder.RegisterService(server->worker_service_.get());
+    Configure(worker_builder, options);
+    server->worker_server_ = worker_builder.BuildAndStart();
+    if (server->worker_server_ == nullptr || server->worker_port_ == 0) {
+      server->server_->Shutdown();
+      return absl::UnavailableError(absl::StrCat("worker-listen: got ", common::Echo(options.worker_listen),
+                                                 ", expected a host:port this process can bind"));
+    }
+  }
+  if (!server->authenticator_->clients_authenticated()) {
+    spdlog::warn("scheduler: clients are NOT authenticated (no --tokens){}",
+                 IsLoopback(options.listen) ? "; serving on loopback only" : "; --insecure");
+  }
+  if (!server->authenticator_->workers_authenticated()) {
+    spdlog::warn("scheduler: workers are NOT authenticated (no --worker-tls-ca or --worker-tokens)");
   }
   // "" is the process; VideoService serves only while a worker is connected (TickLoop keeps it so).
   grpc::HealthCheckServiceInterface* health = server->server_->GetHealthCheckService();
@@ -81,7 +182,9 @@ void SchedulerServer::Shutdown(int grace_ms) {
   if (server_ == nullptr) return;
   scheduler_->BeginShutdown();
   server_->GetHealthCheckService()->Shutdown();
-  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(grace_ms));
+  const auto deadline = std::chrono::system_clock::now() + std::chrono::milliseconds(grace_ms);
+  if (worker_server_ != nullptr) worker_server_->Shutdown(deadline);
+  server_->Shutdown(deadline);
 }
 
 }  // namespace radial::server

@@ -104,73 +104,81 @@ class EventWriter : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   std::shared_ptr<WakeHandle> wake_;
 };
 
-// Parses the request, runs `call` on it and answers with its result.
+}  // namespace
+
+// Authenticates, parses the request, runs `call` on it and answers with its result.
 template <typename Request, typename Call>
-grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw,
-                                 grpc::ByteBuffer* response, Call&& call) {
+VideoService::Unary* VideoService::Answer(Context* context, const Bytes* raw, Bytes* response, Call&& call) {
   auto* reactor = context->DefaultReactor();
+  const absl::StatusOr<Caller> caller = authenticator_.AuthenticateClient(*context);
+  if (!caller.ok()) {
+    reactor->Finish(ToGrpcStatus(caller.status()));
+    return reactor;
+  }
   Request request;
   if (absl::Status parsed = ParseMessage(*raw, request); !parsed.ok()) {
     reactor->Finish(ToGrpcStatus(parsed));
     return reactor;
   }
-  const auto result = call(request);
+  const auto result = call(request, *caller);
   if (result.ok()) *response = SerializeMessage(*result);
   reactor->Finish(ToGrpcStatus(result.status()));
   return reactor;
 }
-
-}  // namespace
 
 VideoService::Writer* VideoService::Follow(const std::string& job_id, const absl::StatusOr<WatchCursor>& cursor) {
   if (!cursor.ok()) return new EventWriter(cursor.status());
   return new EventWriter(scheduler_, job_id, *cursor);
 }
 
-VideoService::Writer* VideoService::Generate(Context*, const Bytes* raw) {
+VideoService::Writer* VideoService::Generate(Context* context, const Bytes* raw) {
+  const absl::StatusOr<Caller> caller = authenticator_.AuthenticateClient(*context);
+  if (!caller.ok()) return new EventWriter(caller.status());
   v1::GenerateRequest request;
   if (absl::Status parsed = ParseMessage(*raw, request); !parsed.ok()) return new EventWriter(parsed);
-  const absl::StatusOr<v1::Job> job = scheduler_.Submit(request);
+  const absl::StatusOr<v1::Job> job = scheduler_.Submit(request, *caller);
   if (!job.ok()) return new EventWriter(job.status());
-  return Follow(job->id(), scheduler_.StartWatch(job->id(), 0, 0));
+  return Follow(job->id(), scheduler_.StartWatch(job->id(), 0, 0, *caller));
 }
 
 VideoService::Unary* VideoService::Submit(Context* context, const Bytes* request, Bytes* response) {
   return Answer<v1::GenerateRequest>(context, request, response,
-                                     [&](const v1::GenerateRequest& r) { return scheduler_.Submit(r); });
+                                     [&](const v1::GenerateRequest& r, const Caller& c) { return scheduler_.Submit(r, c); });
 }
 
-VideoService::Writer* VideoService::Watch(Context*, const Bytes* raw) {
+VideoService::Writer* VideoService::Watch(Context* context, const Bytes* raw) {
+  const absl::StatusOr<Caller> caller = authenticator_.AuthenticateClient(*context);
+  if (!caller.ok()) return new EventWriter(caller.status());
   v1::WatchRequest request;
   if (absl::Status parsed = ParseMessage(*raw, request); !parsed.ok()) return new EventWriter(parsed);
   return Follow(request.job_id(),
-                scheduler_.StartWatch(request.job_id(), request.from_byte_offset(), request.attempt()));
+                scheduler_.StartWatch(request.job_id(), request.from_byte_offset(), request.attempt(), *caller));
 }
 
 VideoService::Unary* VideoService::GetJob(Context* context, const Bytes* request, Bytes* response) {
   return Answer<v1::GetJobRequest>(context, request, response,
-                                   [&](const v1::GetJobRequest& r) { return scheduler_.GetJob(r.job_id()); });
+                                   [&](const v1::GetJobRequest& r, const Caller& c) { return scheduler_.GetJob(r.job_id(), c); });
 }
 
 VideoService::Unary* VideoService::CancelJob(Context* context, const Bytes* request, Bytes* response) {
   return Answer<v1::CancelJobRequest>(context, request, response,
-                                      [&](const v1::CancelJobRequest& r) { return scheduler_.Cancel(r.job_id()); });
+                                      [&](const v1::CancelJobRequest& r, const Caller& c) { return scheduler_.Cancel(r.job_id(), c); });
 }
 
 VideoService::Unary* VideoService::ListModels(Context* context, const Bytes* request, Bytes* response) {
-  return Answer<v1::ListModelsRequest>(context, request, response, [&](const v1::ListModelsRequest&) {
+  return Answer<v1::ListModelsRequest>(context, request, response, [&](const v1::ListModelsRequest&, const Caller&) {
     return absl::StatusOr<v1::ListModelsResponse>(scheduler_.ListModels());
   });
 }
 
 VideoService::Unary* VideoService::ListJobs(Context* context, const Bytes* request, Bytes* response) {
   return Answer<v1::ListJobsRequest>(context, request, response,
-                                     [&](const v1::ListJobsRequest& r) { return scheduler_.ListJobs(r); });
+                                     [&](const v1::ListJobsRequest& r, const Caller& c) { return scheduler_.ListJobs(r, c); });
 }
 
 VideoService::Unary* VideoService::DeleteJob(Context* context, const Bytes* request, Bytes* response) {
   return Answer<v1::DeleteJobRequest>(context, request, response,
-                                      [&](const v1::DeleteJobRequest& r) { return scheduler_.Delete(r.job_id()); });
+                                      [&](const v1::DeleteJobRequest& r, const Caller& c) { return scheduler_.Delete(r.job_id(), c); });
 }
 
 }  // namespace radial::server

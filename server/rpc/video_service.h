@@ -8,6 +8,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "radial/v1/video_service.grpc.pb.h"
+#include "rpc/auth.h"
 #include "scheduler/scheduler.h"
 
 namespace radial::server {
@@ -20,7 +21,9 @@ using RawVideoService = v1::VideoService::WithRawCallbackMethod_Generate<
 
 class VideoService final : public RawVideoService {
  public:
-  explicit VideoService(Scheduler& scheduler) : scheduler_(scheduler) {}
+  // Every call is authenticated first (UNAUTHENTICATED before its request is looked at).
+  VideoService(Scheduler& scheduler, const Authenticator& authenticator)
+      : scheduler_(scheduler), authenticator_(authenticator) {}
 
   using Writer = grpc::ServerWriteReactor<grpc::ByteBuffer>;
   using Unary = grpc::ServerUnaryReactor;
@@ -38,7 +41,10 @@ class VideoService final : public RawVideoService {
 
  private:
   Writer* Follow(const std::string& job_id, const absl::StatusOr<WatchCursor>& cursor);
+  template <typename Request, typename Call>
+  Unary* Answer(Context* context, const Bytes* raw, Bytes* response, Call&& call);
   Scheduler& scheduler_;
+  const Authenticator& authenticator_;
 };
 
 }  // namespace radial::server

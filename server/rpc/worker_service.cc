@@ -18,7 +18,13 @@ namespace {
 // mutex_; nothing here calls the scheduler while holding mutex_.
 class WorkerStream : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>, public WorkerLink {
  public:
-  WorkerStream(Scheduler& scheduler, std::string peer) : scheduler_(scheduler), peer_(std::move(peer)) {
+  WorkerStream(Scheduler& scheduler, std::string peer, const absl::Status& authenticated)
+      : scheduler_(scheduler), peer_(std::move(peer)) {
+    if (!authenticated.ok()) {
+      spdlog::warn("worker stream from {} refused: {}", peer_, authenticated.ToString());
+      EndStream(ToGrpcStatus(authenticated));
+      return;
+    }
     StartRead(&incoming_);
   }
 
@@ -129,7 +135,7 @@ class WorkerStream : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byte
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* WorkerService::Connect(
     grpc::CallbackServerContext* context) {
-  return new WorkerStream(scheduler_, context->peer());
+  return new WorkerStream(scheduler_, context->peer(), authenticator_.AuthenticateWorker(*context));
 }
 
 }  // namespace radial::server

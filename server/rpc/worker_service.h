@@ -10,18 +10,22 @@
 #include <grpcpp/grpcpp.h>
 
 #include "radial/v1/worker_service.grpc.pb.h"
+#include "rpc/auth.h"
 #include "scheduler/scheduler.h"
 
 namespace radial::server {
 
 class WorkerService final : public v1::WorkerService::WithRawCallbackMethod_Connect<v1::WorkerService::Service> {
  public:
-  explicit WorkerService(Scheduler& scheduler) : scheduler_(scheduler) {}
+  // A stream without the worker credential is refused (UNAUTHENTICATED) before its hello is read.
+  WorkerService(Scheduler& scheduler, const Authenticator& authenticator)
+      : scheduler_(scheduler), authenticator_(authenticator) {}
 
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Connect(grpc::CallbackServerContext* context) override;
 
  private:
   Scheduler& scheduler_;
+  const Authenticator& authenticator_;
 };
 
 }  // namespace radial::server

@@ -34,6 +34,10 @@ int main(int argc, char** argv) {
     std::cerr << "--embedded-worker: missing, expected a model bundle directory\n" << usage;
     return 2;
   }
+  if (const absl::Status finished = radial::server::FinishConfig(config); !finished.ok()) {
+    std::cerr << argv[0] << ": " << finished.message() << "\n";
+    return 2;
+  }
   if (const absl::Status level = radial::server::SetLogLevelFromEnvironment(); !level.ok()) {
     std::cerr << "radial-standalone: " << level.message() << "\n";
     return 2;
@@ -65,12 +69,25 @@ int main(int argc, char** argv) {
       spdlog::info("radial-standalone listening on port {}: {}", (*server)->port(),
                    radial::server::DescribeConfig(config));
       if (!config.port_file.empty()) radial::server::WritePortFile(config.port_file, (*server)->port());
+      if (!config.worker_port_file.empty()) {
+        radial::server::WritePortFile(config.worker_port_file, (*server)->worker_port());
+      }
+  if (!config.worker_port_file.empty()) {
+    radial::server::WritePortFile(config.worker_port_file, (*server)->worker_port());
+  }
       radial::worker::WorkerOptions worker_options;
-      worker_options.scheduler = "127.0.0.1:" + std::to_string((*server)->port());
+      worker_options.scheduler = "127.0.0.1:" + std::to_string((*server)->worker_port());
       worker_options.worker_id = "embedded";
       radial::worker::WorkerClient worker(worker_options, **pipeline);
       std::thread worker_thread([&worker] { (void)worker.Run(); });
-      radial::server::WaitForTerminationSignal();
+      radial::server::WaitForTerminationSignal([&server] {
+    const absl::Status reloaded = (*server)->Reload();
+    if (reloaded.ok()) {
+      spdlog::info("tokens re-read (SIGHUP)");
+    } else {
+      spdlog::error("tokens not re-read, the previous ones stay in force: {}", std::string(reloaded.message()));
+    }
+  });
       spdlog::info("radial-standalone shutting down");
       worker.Stop();  // a running job stays in the store and runs again on the next start
       worker_thread.join();
