@@ -54,6 +54,7 @@ common::FlagHandler Seconds(int64_t min, int64_t max, int64_t* target_ms) {
 const char kServerFlagsUsage[] =
     "  --listen HOST:PORT     address for clients (default 127.0.0.1:50051; env RADIAL_LISTEN)\n"
     "  --worker-listen HOST:PORT  address for workers (default: the client address, loopback only)\n"
+    "  --health-listen HOST:PORT  plaintext grpc.health.v1 only, for kubelet probes (default: none)\n"
     "  --tls-cert FILE --tls-key FILE  TLS on both listeners (PEM; re-read every 5 s when they change)\n"
     "  --worker-tls-ca FILE   workers must present a certificate signed by this CA (mutual TLS)\n"
     "  --tokens FILE          client tokens: '<sha256 of token> <tenant> <user|admin>' per line\n"
@@ -87,6 +88,7 @@ void AddServerFlags(ServerConfig& config, std::map<std::string, common::FlagHand
   using common::IntegerFlag;
   flags["--listen"] = common::StringFlag(&config.server.listen);
   flags["--worker-listen"] = common::StringFlag(&config.server.worker_listen);
+  flags["--health-listen"] = common::StringFlag(&config.server.health_listen);
   flags["--tls-cert"] = common::StringFlag(&config.server.tls.cert_file);
   flags["--tls-key"] = common::StringFlag(&config.server.tls.key_file);
   flags["--worker-tls-ca"] = common::StringFlag(&config.server.tls.worker_ca_file);

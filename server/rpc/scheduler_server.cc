@@ -136,6 +136,17 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(const Se
                                                  ", expected a host:port this process can bind"));
     }
   }
+  if (!options.health_listen.empty()) {
+    grpc::ServerBuilder health_builder;
+    health_builder.AddListeningPort(options.health_listen, grpc::InsecureServerCredentials(), &server->health_port_);
+    server->health_server_ = health_builder.BuildAndStart();
+    if (server->health_server_ == nullptr || server->health_port_ == 0) {
+      server->server_->Shutdown();
+      if (server->worker_server_) server->worker_server_->Shutdown();
+      return absl::UnavailableError(absl::StrCat("health-listen: got ", common::Echo(options.health_listen),
+                                                 ", expected a host:port this process can bind"));
+    }
+  }
   if (!server->authenticator_->clients_authenticated()) {
     spdlog::warn("scheduler: clients are NOT authenticated (no --tokens){}",
                  IsLoopback(options.listen) ? "; serving on loopback only" : "; --insecure");
@@ -144,10 +155,12 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(const Se
     spdlog::warn("scheduler: workers are NOT authenticated (no --worker-tls-ca or --worker-tokens)");
   }
   // "" is the process; VideoService serves only while a worker is connected (TickLoop keeps it so).
-  grpc::HealthCheckServiceInterface* health = server->server_->GetHealthCheckService();
-  health->SetServingStatus("", true);
-  health->SetServingStatus(kWorkerServiceName, true);
-  health->SetServingStatus(kVideoServiceName, false);
+  for (grpc::Server* each : {server->server_.get(), server->health_server_.get()}) {
+    if (each == nullptr || each->GetHealthCheckService() == nullptr) continue;
+    each->GetHealthCheckService()->SetServingStatus("", true);
+    each->GetHealthCheckService()->SetServingStatus(kWorkerServiceName, true);
+    each->GetHealthCheckService()->SetServingStatus(kVideoServiceName, false);
+  }
   server->ticker_ = std::thread([raw = server.get(), tick_ms = options.tick_ms] { raw->TickLoop(tick_ms); });
   return server;
 }
@@ -155,7 +168,6 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(const Se
 SchedulerServer::~SchedulerServer() { Shutdown(0); }
 
 void SchedulerServer::TickLoop(int tick_ms) {
-  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
   int serving = -1;
   std::unique_lock<std::mutex> lock(tick_mutex_);
   while (!stopping_) {
@@ -163,7 +175,11 @@ void SchedulerServer::TickLoop(int tick_ms) {
     scheduler_->Tick();
     const int now_serving = scheduler_->connected_workers() > 0 ? 1 : 0;
     if (now_serving != serving) {
-      health->SetServingStatus(kVideoServiceName, now_serving == 1);
+      for (grpc::Server* each : {server_.get(), health_server_.get()}) {
+        if (each != nullptr && each->GetHealthCheckService() != nullptr) {
+          each->GetHealthCheckService()->SetServingStatus(kVideoServiceName, now_serving == 1);
+        }
+      }
       serving = now_serving;
     }
     lock.lock();
@@ -184,6 +200,10 @@ void SchedulerServer::Shutdown(int grace_ms) {
   server_->GetHealthCheckService()->Shutdown();
   const auto deadline = std::chrono::system_clock::now() + std::chrono::milliseconds(grace_ms);
   if (worker_server_ != nullptr) worker_server_->Shutdown(deadline);
+  if (health_server_ != nullptr) {
+    health_server_->GetHealthCheckService()->Shutdown();
+    health_server_->Shutdown(deadline);
+  }
   server_->Shutdown(deadline);
 }
 

@@ -36,6 +36,8 @@ struct ServerOptions {
   // Workers: WorkerService. Empty: served on `listen` too, which only an unauthenticated loopback
   // scheduler may do (a NetworkPolicy can then not tell the two apart).
   std::string worker_listen;
+  // Plaintext grpc.health.v1 only (for kubelet probes, which cannot speak TLS); empty: none.
+  std::string health_listen;
   TlsOptions tls;
   AuthOptions auth;
   // Serve without TLS and authentication on an address other than loopback.
@@ -59,6 +61,7 @@ class SchedulerServer {
   int port() const { return port_; }
   // The worker listener's port (port() when workers share the client listener).
   int worker_port() const { return worker_port_; }
+  int health_port() const { return health_port_; }
   // Re-reads the tokens files (SIGHUP); open streams are not touched. On error the old tokens stay.
   absl::Status Reload() { return authenticator_->Reload(); }
   Scheduler& scheduler() { return *scheduler_; }
@@ -77,8 +80,10 @@ class SchedulerServer {
   std::unique_ptr<WorkerService> worker_service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<grpc::Server> worker_server_;  // null when workers share server_
+  std::unique_ptr<grpc::Server> health_server_;  // --health-listen
   int port_ = 0;
   int worker_port_ = 0;
+  int health_port_ = 0;
   std::mutex tick_mutex_;
   std::condition_variable tick_wake_;
   bool stopping_ = false;

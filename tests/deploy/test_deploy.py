@@ -77,7 +77,7 @@ def docs():
 
 def test_every_resource_is_namespaced_and_labelled(docs):
     kinds = sorted(doc["kind"] for doc in docs)
-    assert kinds == ["Deployment", "Namespace", "PersistentVolumeClaim", "Service", "StatefulSet"]
+    assert kinds == ["Deployment", "Namespace", "PersistentVolumeClaim", "Service", "Service", "StatefulSet"]
     for doc in docs:
         if doc["kind"] != "Namespace" and shutil.which("kubectl"):
             assert doc["metadata"]["namespace"] == "radial", doc["metadata"]
@@ -91,10 +91,19 @@ def test_scheduler_flags_ports_and_probes(docs):
     args = _flag_pairs(container["args"])
     assert set(args) <= _flags_of("radial-scheduler"), set(args) - _flags_of("radial-scheduler")
     port = int(args["--listen"].rsplit(":", 1)[1])
-    assert args["--listen"].startswith("0.0.0.0:"), "must listen on all interfaces in a pod"
-    assert [p["containerPort"] for p in container["ports"]] == [port]
+    worker_port = int(args["--worker-listen"].rsplit(":", 1)[1])
+    health_port = int(args["--health-listen"].rsplit(":", 1)[1])
+    for flag in ("--listen", "--worker-listen", "--health-listen"):
+        assert args[flag].startswith("0.0.0.0:"), f"{flag} must listen on all interfaces in a pod"
+    assert [p["containerPort"] for p in container["ports"]] == [port, worker_port, health_port]
     for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"]["port"] == port, probe
+        assert container[probe]["grpc"]["port"] == health_port, "kubelet probes cannot speak TLS: " + probe
+    # Not loopback, so the scheduler refuses to start without TLS and both kinds of tokens.
+    assert {"--tls-cert", "--tls-key", "--tokens", "--worker-tokens"} <= set(args)
+    assert "--insecure" not in args
+    secret_mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    for flag in ("--tls-cert", "--tls-key", "--tokens", "--worker-tokens"):
+        assert any(args[flag].startswith(path + "/") for path in secret_mounts), flag
     # The data dir is the StatefulSet's own persistent volume, or a restart loses every job.
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     templates = {t["metadata"]["name"] for t in scheduler["spec"]["volumeClaimTemplates"]}
@@ -111,9 +120,14 @@ def test_worker_dials_the_service_and_gets_a_gpu(docs):
     container = _container(worker)
     args = _flag_pairs(container["args"])
     assert set(args) <= _flags_of("radial-worker"), set(args) - _flags_of("radial-worker")
-    service = _one(docs, "Service", "radial-scheduler")
+    service = _one(docs, "Service", "radial-scheduler-workers")
     host, port = args["--scheduler"].rsplit(":", 1)
     assert host == service["metadata"]["name"] and int(port) == service["spec"]["ports"][0]["port"]
+    scheduler = _container(_one(docs, "StatefulSet", "radial-scheduler"))
+    assert int(port) == int(_flag_pairs(scheduler["args"])["--worker-listen"].rsplit(":", 1)[1])
+    assert "--tls-ca" in args, "workers verify the scheduler's certificate"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["RADIAL_WORKER_TOKEN"]["valueFrom"]["secretKeyRef"]["name"], "the worker token comes from a Secret"
     assert args["--device"].startswith("cuda")
     # Kubernetes kills the pod at the end of its grace period: the drain must fit inside it.
     grace = worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
