@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sqlite3.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,6 +15,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <string_view>
@@ -195,6 +197,7 @@ SqliteJobStore::~SqliteJobStore() {
     sqlite3_close_v2(db_);
   }
   if (videos_fd_ >= 0) close(videos_fd_);
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // last: another process may open the store from here on
 }
 
 std::string SqliteJobStore::Describe() const { return "sqlite:" + db_path_; }
@@ -220,6 +223,19 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(const Sqlit
       return absl::FailedPreconditionError(
           absl::StrCat("store ", store->Describe(), ": ", path.string(), " is not a directory"));
     }
+  }
+  // One process per data dir: two schedulers on one store would hand out the same jobs twice. The
+  // kernel drops the lock when the process dies, however it dies.
+  const std::string lock_path = (dir / "LOCK").string();
+  store->lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (store->lock_fd_ < 0) {
+    return absl::UnavailableError(absl::StrCat("store ", store->Describe(), ": cannot open ", lock_path, ": ",
+                                               std::strerror(errno)));
+  }
+  if (::flock(store->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat("store ", store->Describe(), ": ", lock_path,
+                                                      " is locked: another radial-scheduler uses data dir ",
+                                                      dir.string(), "; expected one process per data dir"));
   }
   RADIAL_RETURN_IF_ERROR(store->OpenDatabase(options.synchronous_full));
   RADIAL_RETURN_IF_ERROR(store->OpenVideosDir());

@@ -85,6 +85,7 @@ class SqliteJobStore : public JobStore {
   const std::string db_path_;
   const std::string videos_path_;
   int videos_fd_ = -1;  // videos/, opened once: every video call resolves names relative to it
+  int lock_fd_ = -1;    // data_dir/LOCK, flock'ed for the life of the store
 
   std::mutex mutex_;
   sqlite3* db_ = nullptr;             // guarded by mutex_

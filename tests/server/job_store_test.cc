@@ -391,6 +391,17 @@ TEST_F(SqliteJobStoreTest, DatabaseIsInWalModeWithTheSchemaVersion) {
   EXPECT_EQ(QuerySql("SELECT count(*) FROM sqlite_schema WHERE name = 'jobs_by_request_id'"), "1");
 }
 
+TEST_F(SqliteJobStoreTest, ASecondStoreOnTheSameDataDirIsRefusedUntilTheFirstCloses) {
+  auto first = SqliteJobStore::Open({.data_dir = dir_.path()});
+  ASSERT_TRUE(first.ok()) << first.status();
+  const auto second = SqliteJobStore::Open({.data_dir = dir_.path()});
+  ASSERT_TRUE(StatusIs(second.status(), absl::StatusCode::kFailedPrecondition)) << second.status();
+  EXPECT_NE(second.status().message().find("another radial-scheduler uses data dir"), std::string::npos)
+      << second.status();
+  first->reset();
+  EXPECT_TRUE(SqliteJobStore::Open({.data_dir = dir_.path()}).ok()) << "the lock goes with the store";
+}
+
 TEST_F(SqliteJobStoreTest, RejectsAnEmptyDataDir) {
   EXPECT_TRUE(StatusIs(SqliteJobStore::Open({.data_dir = ""}).status(), absl::StatusCode::kInvalidArgument));
 }
