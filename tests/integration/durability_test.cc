@@ -223,6 +223,7 @@ class DurabilityTest : public ::testing::Test {
     } else {
       std::error_code ignored;
       std::filesystem::remove_all(dir_, ignored);
+      std::filesystem::remove(dir_.parent_path(), ignored);  // once empty: the last test of the run
     }
   }
 
