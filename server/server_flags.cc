@@ -54,6 +54,7 @@ common::FlagHandler Seconds(int64_t min, int64_t max, int64_t* target_ms) {
 const char kServerFlagsUsage[] =
     "  --listen HOST:PORT     address for clients (default 127.0.0.1:50051; env RADIAL_LISTEN)\n"
     "  --worker-listen HOST:PORT  address for workers (default: the client address, loopback only)\n"
+    "  --metrics-listen HOST:PORT  /metrics in the Prometheus text format (default: none)\n"
     "  --health-listen HOST:PORT  plaintext grpc.health.v1 only, for kubelet probes (default: none)\n"
     "  --tls-cert FILE --tls-key FILE  TLS on both listeners (PEM; re-read every 5 s when they change)\n"
     "  --worker-tls-ca FILE   workers must present a certificate signed by this CA (mutual TLS)\n"
@@ -89,6 +90,7 @@ void AddServerFlags(ServerConfig& config, std::map<std::string, common::FlagHand
   flags["--listen"] = common::StringFlag(&config.server.listen);
   flags["--worker-listen"] = common::StringFlag(&config.server.worker_listen);
   flags["--health-listen"] = common::StringFlag(&config.server.health_listen);
+  flags["--metrics-listen"] = common::StringFlag(&config.server.metrics_listen);
   flags["--tls-cert"] = common::StringFlag(&config.server.tls.cert_file);
   flags["--tls-key"] = common::StringFlag(&config.server.tls.key_file);
   flags["--worker-tls-ca"] = common::StringFlag(&config.server.tls.worker_ca_file);
@@ -137,7 +139,7 @@ absl::Status FinishConfig(ServerConfig& config) {
 std::string DescribeConfig(const ServerConfig& config) {
   const SchedulerOptions& s = config.server.scheduler;
   const ServerOptions& o = config.server;
-  return absl::StrCat("listen ", o.listen, ", worker listen ", o.worker_listen.empty() ? o.listen : o.worker_listen,
+  return absl::StrCat("listen ", o.listen, ", worker listen ", o.worker_listen.empty() ? "(the client listener)" : o.worker_listen,
                       ", tls ", o.tls.cert_file.empty() ? "off" : (o.tls.worker_ca_file.empty() ? "on" : "on, mutual for workers"),
                       ", client tokens ", o.auth.tokens_file.empty() ? "none" : o.auth.tokens_file,
                       ", worker tokens ", o.auth.worker_tokens_file.empty() ? "none" : o.auth.worker_tokens_file,

@@ -107,8 +107,17 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(const Se
   RADIAL_ASSIGN_OR_RETURN(server->authenticator_, Authenticator::Create(auth));
   RADIAL_ASSIGN_OR_RETURN(auto client_credentials, Credentials(options.tls, false));
   RADIAL_ASSIGN_OR_RETURN(auto worker_credentials, Credentials(options.tls, auth.worker_mtls));
-  RADIAL_ASSIGN_OR_RETURN(server->scheduler_, Scheduler::Create(options.scheduler, std::move(store)));
-  server->video_service_ = std::make_unique<VideoService>(*server->scheduler_, *server->authenticator_);
+  SchedulerOptions scheduler_options = options.scheduler;
+  if (!options.metrics_listen.empty()) {
+    server->metrics_ = std::make_unique<SchedulerMetrics>(std::make_shared<prometheus::Registry>());
+    RADIAL_ASSIGN_OR_RETURN(server->metrics_endpoint_,
+                            common::MetricsEndpoint::Start(options.metrics_listen, server->metrics_->registry(),
+                                                           "scheduler"));
+    scheduler_options.observer = server->metrics_.get();
+  }
+  RADIAL_ASSIGN_OR_RETURN(server->scheduler_, Scheduler::Create(scheduler_options, std::move(store)));
+  server->video_service_ =
+      std::make_unique<VideoService>(*server->scheduler_, *server->authenticator_, server->metrics_.get());
   server->worker_service_ = std::make_unique<WorkerService>(*server->scheduler_, *server->authenticator_);
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -173,6 +182,7 @@ void SchedulerServer::TickLoop(int tick_ms) {
   while (!stopping_) {
     lock.unlock();
     scheduler_->Tick();
+    if (metrics_ != nullptr) metrics_->Update(scheduler_->Snapshot());
     const int now_serving = scheduler_->connected_workers() > 0 ? 1 : 0;
     if (now_serving != serving) {
       for (grpc::Server* each : {server_.get(), health_server_.get()}) {

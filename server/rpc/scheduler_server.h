@@ -15,6 +15,8 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "metrics/scheduler_metrics.h"
+#include "radial/common/metrics.h"
 #include "rpc/auth.h"
 #include "rpc/video_service.h"
 #include "rpc/worker_service.h"
@@ -36,6 +38,8 @@ struct ServerOptions {
   // Workers: WorkerService. Empty: served on `listen` too, which only an unauthenticated loopback
   // scheduler may do (a NetworkPolicy can then not tell the two apart).
   std::string worker_listen;
+  // /metrics (Prometheus text format) on its own port; empty: none.
+  std::string metrics_listen;
   // Plaintext grpc.health.v1 only (for kubelet probes, which cannot speak TLS); empty: none.
   std::string health_listen;
   TlsOptions tls;
@@ -62,6 +66,7 @@ class SchedulerServer {
   // The worker listener's port (port() when workers share the client listener).
   int worker_port() const { return worker_port_; }
   int health_port() const { return health_port_; }
+  int metrics_port() const { return metrics_endpoint_ ? metrics_endpoint_->port() : 0; }
   // Re-reads the tokens files (SIGHUP); open streams are not touched. On error the old tokens stay.
   absl::Status Reload() { return authenticator_->Reload(); }
   Scheduler& scheduler() { return *scheduler_; }
@@ -74,6 +79,9 @@ class SchedulerServer {
   SchedulerServer() = default;
   void TickLoop(int tick_ms);
 
+  // Before scheduler_: the scheduler reports to metrics_, which must outlive it.
+  std::unique_ptr<SchedulerMetrics> metrics_;
+  std::unique_ptr<common::MetricsEndpoint> metrics_endpoint_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<Authenticator> authenticator_;
   std::unique_ptr<VideoService> video_service_;

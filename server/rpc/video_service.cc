@@ -131,19 +131,38 @@ VideoService::Writer* VideoService::Follow(const std::string& job_id, const absl
   return new EventWriter(scheduler_, job_id, *cursor);
 }
 
+// Submit and Generate: the rejected ones are counted by reason.
+absl::StatusOr<v1::Job> VideoService::Submit(const v1::GenerateRequest& request, const absl::StatusOr<Caller>& caller) {
+  absl::StatusOr<v1::Job> job = caller.ok() ? scheduler_.Submit(request, *caller) : caller.status();
+  if (!job.ok() && metrics_ != nullptr) metrics_->Rejected(job.status());
+  return job;
+}
+
 VideoService::Writer* VideoService::Generate(Context* context, const Bytes* raw) {
   const absl::StatusOr<Caller> caller = authenticator_.AuthenticateClient(*context);
-  if (!caller.ok()) return new EventWriter(caller.status());
   v1::GenerateRequest request;
-  if (absl::Status parsed = ParseMessage(*raw, request); !parsed.ok()) return new EventWriter(parsed);
-  const absl::StatusOr<v1::Job> job = scheduler_.Submit(request, *caller);
+  if (caller.ok()) {
+    if (absl::Status parsed = ParseMessage(*raw, request); !parsed.ok()) return new EventWriter(parsed);
+  }
+  const absl::StatusOr<v1::Job> job = Submit(request, caller);
   if (!job.ok()) return new EventWriter(job.status());
   return Follow(job->id(), scheduler_.StartWatch(job->id(), 0, 0, *caller));
 }
 
-VideoService::Unary* VideoService::Submit(Context* context, const Bytes* request, Bytes* response) {
-  return Answer<v1::GenerateRequest>(context, request, response,
-                                     [&](const v1::GenerateRequest& r, const Caller& c) { return scheduler_.Submit(r, c); });
+VideoService::Unary* VideoService::Submit(Context* context, const Bytes* raw, Bytes* response) {
+  auto* reactor = context->DefaultReactor();
+  const absl::StatusOr<Caller> caller = authenticator_.AuthenticateClient(*context);
+  v1::GenerateRequest request;
+  if (caller.ok()) {
+    if (absl::Status parsed = ParseMessage(*raw, request); !parsed.ok()) {
+      reactor->Finish(ToGrpcStatus(parsed));
+      return reactor;
+    }
+  }
+  const absl::StatusOr<v1::Job> job = Submit(request, caller);
+  if (job.ok()) *response = SerializeMessage(*job);
+  reactor->Finish(ToGrpcStatus(job.status()));
+  return reactor;
 }
 
 VideoService::Writer* VideoService::Watch(Context* context, const Bytes* raw) {

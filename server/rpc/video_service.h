@@ -8,6 +8,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "radial/v1/video_service.grpc.pb.h"
+#include "metrics/scheduler_metrics.h"
 #include "rpc/auth.h"
 #include "scheduler/scheduler.h"
 
@@ -22,8 +23,9 @@ using RawVideoService = v1::VideoService::WithRawCallbackMethod_Generate<
 class VideoService final : public RawVideoService {
  public:
   // Every call is authenticated first (UNAUTHENTICATED before its request is looked at).
-  VideoService(Scheduler& scheduler, const Authenticator& authenticator)
-      : scheduler_(scheduler), authenticator_(authenticator) {}
+  // metrics may be null (no --metrics-listen).
+  VideoService(Scheduler& scheduler, const Authenticator& authenticator, SchedulerMetrics* metrics = nullptr)
+      : scheduler_(scheduler), authenticator_(authenticator), metrics_(metrics) {}
 
   using Writer = grpc::ServerWriteReactor<grpc::ByteBuffer>;
   using Unary = grpc::ServerUnaryReactor;
@@ -43,8 +45,10 @@ class VideoService final : public RawVideoService {
   Writer* Follow(const std::string& job_id, const absl::StatusOr<WatchCursor>& cursor);
   template <typename Request, typename Call>
   Unary* Answer(Context* context, const Bytes* raw, Bytes* response, Call&& call);
+  absl::StatusOr<v1::Job> Submit(const v1::GenerateRequest& request, const absl::StatusOr<Caller>& caller);
   Scheduler& scheduler_;
   const Authenticator& authenticator_;
+  SchedulerMetrics* metrics_;
 };
 
 }  // namespace radial::server

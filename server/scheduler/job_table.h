@@ -24,6 +24,7 @@ struct JobRecord {
   // watchers still read it). Empty for queued jobs and after the video is in the store.
   std::shared_ptr<std::string> video = std::make_shared<std::string>();
   std::unique_ptr<Mp4StreamCheck> check = std::make_unique<Mp4StreamCheck>();
+  bool first_chunk_seen = false;  // for the time-to-first-chunk metric (the first attempt's bytes)
   bool finishing = false;    // the worker is done; the video is being written to the store
   uint64_t progress_updates = 0;
   std::string restart_reason;

@@ -111,6 +111,7 @@ absl::Status Scheduler::Load() {
           ++inserted.stored.restarts;
           inserted.restart_reason =
               absl::StrCat("the scheduler restarted during attempt ", inserted.job().attempts());
+          if (options_.observer != nullptr) options_.observer->JobRequeued("scheduler_restart");
           Requeue(inserted, effects);
           ++rerun;
         } else {
@@ -199,6 +200,7 @@ absl::StatusOr<v1::Job> Scheduler::Submit(const v1::GenerateRequest& request, co
     record->durable = true;
     const v1::GenerateRequest& accepted = record->job().request();
     Enqueue(*record);
+    if (options_.observer != nullptr) options_.observer->JobSubmitted(accepted.model());
     spdlog::info("job_id={} queued tenant={} model={} {}x{}x{} steps={} priority={} prompt={} chars", id,
                  common::Echo(record->job().tenant()), accepted.model(), accepted.width(), accepted.height(),
                  accepted.frames(), accepted.steps(), accepted.priority(), common::Utf8Length(accepted.prompt()));
@@ -442,6 +444,7 @@ WatchStep Scheduler::NextEvent(const std::string& job_id, WatchCursor& cursor, v
         event.mutable_chunk()->set_offset(cursor.offset);
         event.mutable_chunk()->set_data(video.substr(cursor.offset, size));
         cursor.offset += size;
+        if (options_.observer != nullptr) options_.observer->BytesStreamed(size);
         return {WatchStep::kEvent, absl::OkStatus()};
       }
     } else if (cursor.offset < record->stored.video_bytes) {
@@ -496,6 +499,7 @@ WatchStep Scheduler::NextEvent(const std::string& job_id, WatchCursor& cursor, v
   event.mutable_chunk()->set_offset(cursor.offset);
   event.mutable_chunk()->set_data(*std::move(data));
   cursor.offset += size;
+  if (options_.observer != nullptr) options_.observer->BytesStreamed(size);
   return {WatchStep::kEvent, absl::OkStatus()};
 }
 
@@ -605,6 +609,7 @@ void Scheduler::WorkerMessage(WorkerLink* link, const v1::WorkerMessage& message
             record->restart_reason = absl::StrCat("worker ", worker->id, " handed the job back (",
                                                   Echo(message.hand_back().reason()), ")");
             spdlog::info("job_id={} requeued: {}", job_id, record->restart_reason);
+            if (options_.observer != nullptr) options_.observer->JobRequeued("hand_back");
             Requeue(*record, effects);
             EndedByWorker(*worker, job_id, effects);
             break;
@@ -636,6 +641,13 @@ void Scheduler::HandleChunk(JobRecord& record, WorkerRecord& worker, const v1::J
     StopOnWorker(record, std::string(problem.message()));
     Finish(record, v1::JOB_STATE_FAILED, problem, effects);
     return;
+  }
+  if (video.empty() && !record.first_chunk_seen) {
+    record.first_chunk_seen = true;
+    if (options_.observer != nullptr) {
+      options_.observer->FirstChunk(record.job().request().model(),
+                                    (options_.wall_ms() - record.job().created_unix_ms()) / 1000.0);
+    }
   }
   video += chunk.data();
   Changed(record, effects);
@@ -750,6 +762,30 @@ size_t Scheduler::queued_jobs() {
   return queue_.size();
 }
 
+SchedulerSnapshot Scheduler::Snapshot() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  SchedulerSnapshot snapshot;
+  for (const char* band : {"high", "normal", "low"}) snapshot.queued_by_band[band] = 0;
+  for (const auto& [priority, count] : queue_.CountByPriority()) {
+    snapshot.queued_by_band[priority > 0 ? "high" : priority < 0 ? "low" : "normal"] += count;
+  }
+  for (const auto& [link, worker] : workers_.workers()) {
+    const char* state = worker.draining ? "draining" : worker.running.empty() ? "idle" : "busy";
+    for (const std::string& model : worker.models) ++snapshot.workers[{model, state}];
+    for (const std::string& id : worker.running) {
+      const JobRecord* record = jobs_.Find(id);
+      if (record != nullptr && record->worker == link) ++snapshot.running;
+    }
+  }
+  jobs_.ForEachNewestFirst(0, [&](const JobRecord& record) {
+    snapshot.watchers += record.watchers;
+    return true;
+  });
+  snapshot.retained_jobs = jobs_.ended();
+  snapshot.retained_bytes = jobs_.stored_bytes();
+  return snapshot;
+}
+
 size_t Scheduler::connected_workers() {
   std::lock_guard<std::mutex> lock(mutex_);
   return workers_.size();
@@ -815,6 +851,9 @@ void Scheduler::Dispatch(Effects& effects) {
     v1::Job& job = record.job();
     job.set_state(v1::JOB_STATE_RUNNING);
     job.set_started_unix_ms(options_.wall_ms());
+    if (options_.observer != nullptr) {
+      options_.observer->JobStarted(job.request().model(), (job.started_unix_ms() - record.queued_since_ms) / 1000.0);
+    }
     job.set_attempts(job.attempts() + 1);
     job.set_worker_id(worker.id);
     record.worker = link;
@@ -844,6 +883,10 @@ void Scheduler::Finish(JobRecord& record, v1::JobState state, const absl::Status
     record.video = std::make_shared<std::string>();  // partial bytes are kept only for current watchers
   }
   record.finishing = false;
+  if (options_.observer != nullptr) {
+    options_.observer->JobEnded(job.request().model(), status.code(),
+                                (job.finished_unix_ms() - job.created_unix_ms()) / 1000.0);
+  }
   spdlog::info("job_id={} ended {}{}{}", record.id(), StateName(state), status.ok() ? "" : ": ",
                std::string(status.message()));
   Persist(record, effects);
@@ -889,6 +932,7 @@ void Scheduler::LoseWorker(WorkerLink* link, const std::string& reason, Effects&
   const std::set<std::string> running = worker->running;
   workers_.Remove(link, options_.steady_ms());
   spdlog::warn("worker {} gone ({}) with {} running job(s)", Echo(worker_id), reason, running.size());
+  if (options_.observer != nullptr) options_.observer->WorkerLost();
   if (shutting_down_) return;  // its jobs stay RUNNING in the store and run again after the restart
   for (const std::string& job_id : running) {
     JobRecord* record = jobs_.Find(job_id);
@@ -905,6 +949,7 @@ void Scheduler::LoseWorker(WorkerLink* link, const std::string& reason, Effects&
       ++record->stored.restarts;
       record->restart_reason = what;
       spdlog::warn("job_id={} requeued: {}", job_id, what);
+      if (options_.observer != nullptr) options_.observer->JobRequeued("worker_lost");
       Requeue(*record, effects);
     } else {
       Finish(*record, v1::JOB_STATE_FAILED,
@@ -936,6 +981,7 @@ absl::Status Scheduler::Apply(Effects& effects) {
   if (effects.ticket != 0) {
     std::unique_lock<std::mutex> lock(store_mutex_);
     store_turn_.wait(lock, [&] { return applied_ticket_ + 1 == effects.ticket; });
+    const auto started = std::chrono::steady_clock::now();
     for (const StoredJob& row : effects.puts) {
       if (absl::Status status = store_->Put(row); !status.ok()) {
         spdlog::error("job_id={} not saved: {}", row.job.id(), status.ToString());
@@ -950,6 +996,10 @@ absl::Status Scheduler::Apply(Effects& effects) {
     }
     applied_ticket_ = effects.ticket;
     lock.unlock();
+    if (options_.observer != nullptr) {
+      options_.observer->StoreWrite(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), first.ok());
+    }
     store_turn_.notify_all();
   }
   for (const std::string& name : effects.video_deletes) {

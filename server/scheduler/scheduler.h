@@ -32,6 +32,7 @@
 #include "scheduler/job_queue.h"
 #include "scheduler/job_table.h"
 #include "scheduler/request_validator.h"
+#include "scheduler/scheduler_observer.h"
 #include "scheduler/tenancy.h"
 #include "scheduler/worker_link.h"
 #include "scheduler/worker_registry.h"
@@ -54,6 +55,8 @@ struct SchedulerOptions {
   // monotonic clock (heartbeats, model TTL). Both in milliseconds.
   std::function<int64_t()> wall_ms;
   std::function<int64_t()> steady_ms;
+  // Told of events (metrics); may be null. Not owned; must outlive the Scheduler.
+  SchedulerObserver* observer = nullptr;
 };
 
 // What a watcher has seen of a job.
@@ -134,6 +137,7 @@ class Scheduler {
 
   size_t queued_jobs();
   size_t connected_workers();
+  SchedulerSnapshot Snapshot();
   std::string DescribeStore() const { return store_->Describe(); }
 
  private:
