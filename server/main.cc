@@ -7,6 +7,7 @@
 #include <map>
 #include <string>
 
+#include "radial/common/logging.h"
 #include "server_flags.h"
 
 int main(int argc, char** argv) {
@@ -20,7 +21,7 @@ int main(int argc, char** argv) {
     std::cerr << argv[0] << ": " << finished.message() << "\n";
     return 2;
   }
-  if (const absl::Status level = radial::server::SetLogLevelFromEnvironment(); !level.ok()) {
+  if (const absl::Status level = radial::common::ConfigureLogging("scheduler", config.log_format); !level.ok()) {
     std::cerr << "radial-scheduler: " << level.message() << "\n";
     return 2;
   }

@@ -80,6 +80,7 @@ const char kServerFlagsUsage[] =
     "  --model-ttl S          a model no worker serves stays listed this long (default 300)\n"
     "  --port-file FILE       write the bound client port to FILE once listening (useful with port 0)\n"
     "  --worker-port-file FILE  the same for the worker port\n"
+    "  --log-format text|json  one JSON object per line with json (default text)\n"
     "  RADIAL_LOG_LEVEL       trace, debug, info (default), warn, error, critical, off\n";
 
 void AddServerFlags(ServerConfig& config, std::map<std::string, common::FlagHandler>& flags) {
@@ -91,6 +92,7 @@ void AddServerFlags(ServerConfig& config, std::map<std::string, common::FlagHand
   flags["--worker-listen"] = common::StringFlag(&config.server.worker_listen);
   flags["--health-listen"] = common::StringFlag(&config.server.health_listen);
   flags["--metrics-listen"] = common::StringFlag(&config.server.metrics_listen);
+  flags["--log-format"] = common::StringFlag(&config.log_format);
   flags["--tls-cert"] = common::StringFlag(&config.server.tls.cert_file);
   flags["--tls-key"] = common::StringFlag(&config.server.tls.key_file);
   flags["--worker-tls-ca"] = common::StringFlag(&config.server.tls.worker_ca_file);
@@ -165,20 +167,6 @@ absl::StatusOr<std::unique_ptr<JobStore>> OpenStore(const ServerConfig& config) 
   absl::StatusOr<std::unique_ptr<SqliteJobStore>> store = SqliteJobStore::Open(options);
   if (!store.ok()) return store.status();
   return std::unique_ptr<JobStore>(*std::move(store));
-}
-
-absl::Status SetLogLevelFromEnvironment() {
-  const char* level = std::getenv("RADIAL_LOG_LEVEL");
-  if (level == nullptr) return absl::OkStatus();
-  const std::string name = level;
-  for (const char* known : {"trace", "debug", "info", "warn", "error", "critical", "off"}) {
-    if (name == known) {
-      spdlog::set_level(spdlog::level::from_str(name));
-      return absl::OkStatus();
-    }
-  }
-  return absl::InvalidArgumentError(absl::StrCat("RADIAL_LOG_LEVEL: got ", common::Echo(name),
-                                                 ", expected trace, debug, info, warn, error, critical or off"));
 }
 
 void WaitForTerminationSignal(const std::function<void()>& on_hangup) {

@@ -19,6 +19,7 @@ struct ServerConfig {
   std::string port_file;
   std::string worker_port_file;
   std::string tenant_limits_file;
+  std::string log_format = "text";
 };
 
 // After parsing: reads the files the flags name (--tenant-limits); errors name the file and line.
@@ -40,8 +41,6 @@ void WritePortFile(const std::string& path, int port);
 // Opens the SQLite store in config.data_dir; the error names the directory or database file.
 absl::StatusOr<std::unique_ptr<JobStore>> OpenStore(const ServerConfig& config);
 
-// RADIAL_LOG_LEVEL: trace, debug, info, warn, error, critical, off. INVALID_ARGUMENT for others.
-absl::Status SetLogLevelFromEnvironment();
 
 // Blocks until SIGINT or SIGTERM; runs on_hangup (on this thread) after each SIGHUP. The handlers
 // only set flags.

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "pipeline.h"
+#include "radial/common/logging.h"
 #include "server_flags.h"
 #include "worker_client.h"
 
@@ -38,7 +39,7 @@ int main(int argc, char** argv) {
     std::cerr << argv[0] << ": " << finished.message() << "\n";
     return 2;
   }
-  if (const absl::Status level = radial::server::SetLogLevelFromEnvironment(); !level.ok()) {
+  if (const absl::Status level = radial::common::ConfigureLogging("standalone", config.log_format); !level.ok()) {
     std::cerr << "radial-standalone: " << level.message() << "\n";
     return 2;
   }
