@@ -5,6 +5,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <iostream>
 #include <map>
 #include <string>
@@ -19,6 +20,7 @@ namespace {
 constexpr char kUsage[] =
     "usage: radial-worker --bundle DIR [--scheduler HOST:PORT] [--device cpu|cuda|cuda:N] [--worker-id ID]\n"
     "                     [--x264-threads N] [--drain-seconds N]\n"
+    "                     [--tls-ca FILE [--tls-cert FILE --tls-key FILE] [--tls-server-name NAME]]\n"
     "  --bundle         model bundle written by radial_export (required; env RADIAL_BUNDLE)\n"
     "  --scheduler      radial-scheduler address (default localhost:50051; env RADIAL_SCHEDULER)\n"
     "  --device         where the model runs (default cpu)\n"
@@ -27,7 +29,14 @@ constexpr char kUsage[] =
     "  --drain-seconds  on SIGTERM or SIGINT: take no new jobs and give the running one up to N s\n"
     "                   to finish, then hand it back to the scheduler and exit 0 (default 1800,\n"
     "                   0..86400; 0 hands it back at once). A second signal hands it back at once.\n"
-    "  RADIAL_LOG_LEVEL trace, debug, info (default), warn, error\n";
+    "  RADIAL_LOG_LEVEL trace, debug, info (default), warn, error\n"
+    "Security (the PEM files are read again at every reconnect, so rotated certificates are picked up):\n"
+    "  --tls-ca         TLS to the scheduler, whose certificate must chain to this CA (PEM)\n"
+    "  --tls-cert, --tls-key  this worker's certificate and key, for a scheduler with --worker-tls-ca\n"
+    "  --tls-server-name  name to check in the scheduler's certificate (default: the --scheduler host)\n"
+    "  RADIAL_WORKER_TOKEN  worker token, sent as 'authorization: Bearer <token>' (for a scheduler with\n"
+    "                   --worker-tokens); --token TOKEN also works but shows in ps: prefer the variable\n"
+    "A worker the scheduler refuses (token or certificate) logs why and retries with backoff.\n";
 
 // SIGINT/SIGTERM: the number received and the last one. A signal handler may do no more than store
 // to lock-free atomics (WorkerClient::Drain and Stop take mutexes and write to a gRPC stream), so
@@ -43,6 +52,26 @@ void OnSignal(int signal) {
 
 const char* SignalName(int signal) { return signal == SIGINT ? "SIGINT" : signal == SIGTERM ? "SIGTERM" : "signal"; }
 
+// Overwrites the value of --token in argv, so that ps and /proc/PID/cmdline show it no longer (it
+// was visible until now: the environment variable is the safe way). Called after a successful
+// ParseFlags, so argv holds flag-value pairs.
+void HideTokenArgument(int argc, char** argv) {
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (std::strcmp(argv[i], "--token") == 0) std::memset(argv[i + 1], 'x', std::strlen(argv[i + 1]));
+  }
+}
+
+std::string DescribeSecurity(const radial::worker::WorkerSecurity& security, bool token_from_flag) {
+  std::string text = security.tls() ? "TLS (CA " + security.tls_ca_file : "plaintext";
+  if (security.tls()) {
+    if (!security.tls_cert_file.empty()) text += ", client certificate " + security.tls_cert_file;
+    if (!security.tls_server_name.empty()) text += ", server name " + security.tls_server_name;
+    text += ")";
+  }
+  if (security.token.empty()) return text + ", no token";
+  return text + (token_from_flag ? ", token from --token" : ", token from RADIAL_WORKER_TOKEN");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -51,6 +80,9 @@ int main(int argc, char** argv) {
   int64_t drain_seconds = 1800;  // a real 14B job at 720p takes tens of minutes
   if (const char* env = std::getenv("RADIAL_BUNDLE")) bundle = env;
   if (const char* env = std::getenv("RADIAL_SCHEDULER")) options.scheduler = env;
+  radial::worker::WorkerSecurity& security = options.security;
+  if (const char* env = std::getenv("RADIAL_WORKER_TOKEN")) security.token = env;
+  bool token_from_flag = false;
   const std::map<std::string, radial::common::FlagHandler> flags = {
       {"--bundle", radial::common::StringFlag(&bundle)},
       {"--scheduler", radial::common::StringFlag(&options.scheduler)},
@@ -58,10 +90,26 @@ int main(int argc, char** argv) {
       {"--worker-id", radial::common::StringFlag(&options.worker_id)},
       {"--x264-threads", radial::common::IntegerFlag(0, 64, [&](int64_t v) { options.x264_threads = v; })},
       {"--drain-seconds", radial::common::IntegerFlag(0, 86400, [&](int64_t v) { drain_seconds = v; })},
+      {"--tls-ca", radial::common::StringFlag(&security.tls_ca_file)},
+      {"--tls-cert", radial::common::StringFlag(&security.tls_cert_file)},
+      {"--tls-key", radial::common::StringFlag(&security.tls_key_file)},
+      {"--tls-server-name", radial::common::StringFlag(&security.tls_server_name)},
+      {"--token",
+       [&](const std::string& value) {
+         security.token = value;
+         token_from_flag = true;
+         return std::string();
+       }},
   };
   if (const auto status = radial::common::ParseFlags(argc, argv, flags, kUsage, std::cout, std::cerr)) return *status;
+  HideTokenArgument(argc, argv);
   if (bundle.empty()) {
     std::cerr << "--bundle: missing, expected a model bundle directory\n" << kUsage;
+    return 2;
+  }
+  // Before the model loads (seconds to minutes), so that a typo fails at once.
+  if (const absl::Status checked = radial::worker::CheckWorkerSecurity(security); !checked.ok()) {
+    std::cerr << "radial-worker: " << checked.message() << "\n";
     return 2;
   }
   if (const char* level = std::getenv("RADIAL_LOG_LEVEL")) spdlog::set_level(spdlog::level::from_str(level));
@@ -70,6 +118,7 @@ int main(int argc, char** argv) {
     spdlog::critical("radial-worker: {}", std::string(pipeline.status().message()));
     return 1;
   }
+  spdlog::info("radial-worker: scheduler {}, {}", options.scheduler, DescribeSecurity(security, token_from_flag));
   radial::worker::WorkerClient worker(options, **pipeline);
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);

@@ -7,14 +7,19 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <fstream>
 #include <limits>
 #include <optional>
+#include <sstream>
 #include <thread>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "assignment_check.h"
 #include "encoder/fmp4_encoder.h"
 #include "radial/common/echo.h"
+#include "radial/common/status_macros.h"
 #include "radial/v1/worker_service.grpc.pb.h"
 
 namespace radial::worker {
@@ -24,6 +29,92 @@ using Clock = std::chrono::steady_clock;
 
 // How long a drain that starts while the stream is being opened waits for the Hello to go out.
 constexpr auto kGreetingWait = std::chrono::seconds(1);
+
+// Longer tokens are a mistake (a file pasted whole); gRPC's headers hold 8 KiB in all.
+constexpr size_t kMaxTokenBytes = 4096;
+
+// The text of one PEM file, read now: each connection reads the files again, so a certificate
+// rotated on disk is used from the next connection on. A file without a PEM block (e.g. emptied
+// while being rewritten) is an error: gRPC would take empty roots as "trust the system's CAs".
+absl::StatusOr<std::string> ReadPem(const char* flag, const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  std::ostringstream text;
+  if (file) text << file.rdbuf();
+  if (!file) return absl::FailedPreconditionError(absl::StrCat(flag, ": cannot read ", common::Echo(path)));
+  if (text.str().find("-----BEGIN ") == std::string::npos) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(flag, ": ", common::Echo(path), " holds no PEM block, expected '-----BEGIN ...' text"));
+  }
+  return text.str();
+}
+
+// The credentials of one connection: TLS from the files as they are now, or plaintext.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(const WorkerSecurity& security) {
+  if (!security.tls()) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions ssl;
+  RADIAL_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadPem("--tls-ca", security.tls_ca_file));
+  if (!security.tls_cert_file.empty()) {
+    RADIAL_ASSIGN_OR_RETURN(ssl.pem_cert_chain, ReadPem("--tls-cert", security.tls_cert_file));
+    RADIAL_ASSIGN_OR_RETURN(ssl.pem_private_key, ReadPem("--tls-key", security.tls_key_file));
+  }
+  return grpc::SslCredentials(ssl);
+}
+
+// Why a stream ended, as far as credentials go. gRPC reports a failed TLS handshake as UNAVAILABLE
+// with the TLS library's words in the message when this side rejected the scheduler's certificate;
+// when the scheduler rejects this worker's certificate (TLS 1.3: after the client's side of the
+// handshake is done) the worker only sees the connection closed while it was being set up.
+enum class Refusal {
+  kNone,               // not about credentials (the scheduler is down, restarting, ...)
+  kToken,              // UNAUTHENTICATED: no token, or one the scheduler does not know
+  kServerCertificate,  // this worker did not accept the scheduler's TLS (CA, expiry, name)
+  kClosedAtSetup,      // the scheduler closed the connection during its set-up: TLS refused
+};
+
+Refusal ClassifyRefusal(const absl::Status& status) {
+  if (status.code() == absl::StatusCode::kUnauthenticated || status.code() == absl::StatusCode::kPermissionDenied) {
+    return Refusal::kToken;
+  }
+  if (status.code() != absl::StatusCode::kUnavailable) return Refusal::kNone;
+  const std::string message = absl::AsciiStrToLower(status.message());
+  for (const char* word : {"handshake", "ssl", "tls", "certificate"}) {
+    if (absl::StrContains(message, word)) return Refusal::kServerCertificate;
+  }
+  if (absl::StrContains(message, "failed to connect") &&
+      (absl::StrContains(message, "socket closed") || absl::StrContains(message, "connection reset"))) {
+    return Refusal::kClosedAtSetup;
+  }
+  return Refusal::kNone;
+}
+
+// What to check, from what this worker sent.
+std::string RefusalHint(Refusal refusal, const WorkerSecurity& security) {
+  switch (refusal) {
+    case Refusal::kToken:
+      return security.token.empty()
+                 ? "this worker sends no token: set RADIAL_WORKER_TOKEN (or --token) to one of the scheduler's "
+                   "--worker-tokens"
+                 : "the token from RADIAL_WORKER_TOKEN / --token is not one of the scheduler's --worker-tokens";
+    case Refusal::kServerCertificate:
+      return absl::StrCat(
+          "this worker did not accept the scheduler's TLS: its certificate must chain to --tls-ca, be valid now and "
+          "name ",
+          security.tls_server_name.empty() ? "the host in --scheduler" : "--tls-server-name",
+          " (or the scheduler does not serve TLS)");
+    case Refusal::kClosedAtSetup:
+      if (!security.tls()) {
+        return "the scheduler closed the plaintext connection at once: it serves TLS (set --tls-ca, and for "
+               "--worker-tls-ca also --tls-cert/--tls-key)";
+      }
+      return security.tls_cert_file.empty()
+                 ? "the scheduler closed the connection during the TLS handshake: it requires a client certificate "
+                   "(--worker-tls-ca); set --tls-cert and --tls-key"
+                 : "the scheduler closed the connection during the TLS handshake: it does not accept this worker's "
+                   "certificate (--tls-cert must be signed by its --worker-tls-ca and be valid now)";
+    case Refusal::kNone: break;
+  }
+  return "";
+}
 
 v1::ModelInfo ModelInfoFrom(const ModelManifest& m) {
   v1::ModelInfo info;
@@ -93,6 +184,32 @@ v1::WorkerMessage FailedMessage(const std::string& job_id, const absl::Status& s
 }
 
 }  // namespace
+
+absl::Status CheckWorkerSecurity(const WorkerSecurity& security) {
+  if (security.tls_cert_file.empty() != security.tls_key_file.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key: got one without the other, expected both or neither");
+  }
+  if (!security.tls()) {
+    if (!security.tls_cert_file.empty()) {
+      return absl::InvalidArgumentError("--tls-cert: mutual TLS needs --tls-ca, the CA of the scheduler's certificate");
+    }
+    if (!security.tls_server_name.empty()) {
+      return absl::InvalidArgumentError("--tls-server-name: needs --tls-ca (TLS is off without it)");
+    }
+  }
+  if (security.token.size() > kMaxTokenBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("--token / RADIAL_WORKER_TOKEN: got ", security.token.size(),
+                                                   " bytes, expected at most ", kMaxTokenBytes));
+  }
+  for (const char c : security.token) {
+    if (c < '!' || c > '~') {
+      return absl::InvalidArgumentError(
+          "--token / RADIAL_WORKER_TOKEN: got a byte that is not visible ASCII (a space, a line break or a control "
+          "character), expected the token alone");
+    }
+  }
+  return ChannelCredentials(security).status();
+}
 
 // One stream to the scheduler and the job running on it. Created by Serve(), which ends it; shared
 // with the job and heartbeat threads and with Stop() and Drain().
@@ -254,8 +371,18 @@ absl::Status WorkerClient::Run() {
     status = Serve();
     if (stopping_ || options_.exit_when_disconnected) break;
     if (Clock::now() - started > std::chrono::seconds(10)) backoff_ms = 100;  // it had been working
-    spdlog::warn("worker {}: stream to {} ended ({}); reconnecting in {} ms", options_.worker_id, options_.scheduler,
-                 std::string(status.message()), backoff_ms);
+    // FAILED_PRECONDITION: a TLS file, read again for each connection, is missing or not PEM.
+    if (status.code() == absl::StatusCode::kFailedPrecondition) {
+      spdlog::error("worker {}: cannot connect to {}: {}; retrying in {} ms", options_.worker_id, options_.scheduler,
+                    std::string(status.message()), backoff_ms);
+    } else if (const Refusal refusal = ClassifyRefusal(status); refusal != Refusal::kNone) {
+      spdlog::error("worker {}: refused for its credentials by the scheduler at {}: {} ({}); retrying in {} ms",
+                    options_.worker_id, options_.scheduler, RefusalHint(refusal, options_.security), status.ToString(),
+                    backoff_ms);
+    } else {
+      spdlog::warn("worker {}: stream to {} ended ({}); reconnecting in {} ms", options_.worker_id, options_.scheduler,
+                   status.ToString(), backoff_ms);
+    }
     for (int slept = 0; slept < backoff_ms && !stopping_; slept += 50) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
@@ -270,7 +397,11 @@ absl::Status WorkerClient::Serve() {
   arguments.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   arguments.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   arguments.SetMaxSendMessageSize(8 << 20);
-  const auto channel = grpc::CreateCustomChannel(options_.scheduler, grpc::InsecureChannelCredentials(), arguments);
+  const WorkerSecurity& security = options_.security;
+  if (!security.tls_server_name.empty()) arguments.SetSslTargetNameOverride(security.tls_server_name);
+  // A new channel per stream, with credentials from the files as they are now.
+  RADIAL_ASSIGN_OR_RETURN(const std::shared_ptr<grpc::ChannelCredentials> credentials, ChannelCredentials(security));
+  const auto channel = grpc::CreateCustomChannel(options_.scheduler, credentials, arguments);
   const auto stub = v1::WorkerService::NewStub(channel);
   auto session = std::make_shared<Session>();
   {
@@ -278,6 +409,7 @@ absl::Status WorkerClient::Serve() {
     if (stopping_) return absl::OkStatus();
     session_ = session;
   }
+  if (!security.token.empty()) session->context.AddMetadata("authorization", "Bearer " + security.token);
   session->stream = stub->Connect(&session->context);
   v1::WorkerMessage hello;
   hello.mutable_hello()->set_worker_id(options_.worker_id);
@@ -286,8 +418,10 @@ absl::Status WorkerClient::Serve() {
   *hello.mutable_hello()->add_models() = ModelInfoFrom(pipeline_.manifest());
   const bool greeted = session->Write(hello);
   if (greeted) {
-    spdlog::info("worker {}: connected to {} serving {} on {}", options_.worker_id, options_.scheduler,
-                 pipeline_.manifest().name, pipeline_.device_name());
+    // Not yet "connected": a scheduler that refuses the worker's token ends the stream right after.
+    spdlog::info("worker {}: hello sent to {} ({}{}): serving {} on {}", options_.worker_id, options_.scheduler,
+                 security.tls() ? (security.tls_cert_file.empty() ? "TLS" : "mutual TLS") : "plaintext",
+                 security.token.empty() ? "" : ", token", pipeline_.manifest().name, pipeline_.device_name());
   }
   {
     std::lock_guard<std::mutex> lock(session->mutex);
@@ -348,7 +482,8 @@ absl::Status WorkerClient::Serve() {
   }
   changed_.notify_all();
   if (status.ok()) return absl::OkStatus();
-  return absl::UnavailableError(status.error_message());
+  // The code is kept: Run() tells refused credentials from a lost connection by it.
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }
 
 void WorkerClient::Accept(const std::shared_ptr<Session>& session, const v1::Assign& assign, std::thread& job) {

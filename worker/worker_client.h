@@ -4,6 +4,12 @@
 // with backoff when the stream breaks (the scheduler requeues a job whose worker disappears, so a
 // job cut off by a broken stream is abandoned here).
 //
+// Security (WorkerSecurity): TLS to the scheduler with a CA of the operator's choosing, a client
+// certificate for mutual TLS and/or a worker token sent as "authorization: Bearer <token>". The
+// PEM files are read again at every (re)connect, so certificates rotated on disk are used from the
+// next connection on. A stream the scheduler refuses (UNAUTHENTICATED, a failed TLS handshake) is
+// logged as refused for credentials and retried with the usual backoff.
+//
 // Shutting down: Stop() drops the stream at once (the scheduler requeues the running job as lost);
 // Drain() first lets the running job finish, or hands it back (JobHandBack) when its grace runs out,
 // and closes the stream cleanly.
@@ -32,9 +38,28 @@ class WorkerMessage;
 
 namespace radial::worker {
 
+// How the worker proves who it is and checks who the scheduler is. The token is never logged.
+struct WorkerSecurity {
+  std::string tls_ca_file;      // PEM CA the scheduler's certificate must chain to; set: TLS on
+  std::string tls_cert_file;    // PEM certificate chain of this worker (mutual TLS), with tls_key_file
+  std::string tls_key_file;     // its private key
+  std::string tls_server_name;  // name checked in the scheduler's certificate; empty: the host dialled
+  std::string token;            // worker token (--worker-tokens on the scheduler); empty: none sent
+
+  bool tls() const { return !tls_ca_file.empty(); }
+};
+
+// Checks the settings before the first connection: INVALID_ARGUMENT naming the flag for a key without
+// its certificate (or the reverse), a certificate or server name without --tls-ca, or a token that
+// cannot travel in a header (visible ASCII only; the message never quotes it); FAILED_PRECONDITION
+// naming the flag and the file for a file that cannot be read or holds no PEM block (the same error
+// a later reconnect logs and retries on).
+absl::Status CheckWorkerSecurity(const WorkerSecurity& security);
+
 struct WorkerOptions {
   std::string scheduler = "localhost:50051";  // host:port of radial-scheduler
   std::string worker_id;                      // unique; empty: hostname-pid
+  WorkerSecurity security;                    // default: plaintext, no token (a loopback scheduler)
   int heartbeat_ms = 5000;
   int reconnect_max_ms = 5000;  // backoff doubles from 100 ms up to this
   int64_t max_chunk_bytes = 1 << 20;
@@ -52,7 +77,9 @@ class WorkerClient {
   ~WorkerClient();  // Stop()s; join the thread that runs Run() before
 
   // Serves until Stop() or Drain() (or, with exit_when_disconnected, until the first stream ends).
-  // Returns the last stream error, OK after Stop() or Drain().
+  // Returns the last stream error (with the scheduler's status code: UNAUTHENTICATED for refused
+  // credentials, UNAVAILABLE for a lost connection or a failed TLS handshake), OK after Stop() or
+  // Drain().
   absl::Status Run();
   // Thread-safe; Run() returns soon after. A running job is cancelled between denoising steps and
   // abandoned (the scheduler sees the stream break and requeues it).
