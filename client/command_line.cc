@@ -93,6 +93,24 @@ const std::vector<Flag>& Flags() {
          i.server = std::string(value);
          return absl::OkStatus();
        }},
+      {"--token", true, kAllCommands,
+       [](std::string flag, std::string value, Invocation& i) {
+         if (absl::Status valid = CheckToken(flag, value); !valid.ok()) return valid;
+         i.token = std::move(value);
+         return absl::OkStatus();
+       }},
+      {"--tls-ca", true, kAllCommands,
+       [](std::string flag, std::string value, Invocation& i) {
+         if (value.empty()) return UsageError(absl::StrCat(flag, ": got an empty path, expected a PEM file"));
+         i.tls_ca_file = std::move(value);
+         return absl::OkStatus();
+       }},
+      {"--tls-server-name", true, kAllCommands,
+       [](std::string flag, std::string value, Invocation& i) {
+         if (value.empty()) return UsageError(absl::StrCat(flag, ": got an empty name, expected a host name"));
+         i.tls_server_name = std::move(value);
+         return absl::OkStatus();
+       }},
       {"--json", false,
        Bit(Command::kStatus) | Bit(Command::kModels) | Bit(Command::kSubmit) | Bit(Command::kJobs) |
            Bit(Command::kDelete),
@@ -227,6 +245,22 @@ std::optional<Command> CommandNamed(std::string name) {
 
 }  // namespace
 
+absl::Status CheckToken(const std::string& source, const std::string& token) {
+  constexpr size_t kMaxTokenBytes = 4096;  // gRPC's headers hold 8 KiB in all
+  if (token.empty()) return UsageError(absl::StrCat(source, ": got an empty token, expected the token"));
+  if (token.size() > kMaxTokenBytes) {
+    return UsageError(absl::StrCat(source, ": got ", token.size(), " bytes, expected at most ", kMaxTokenBytes));
+  }
+  for (const char c : token) {
+    if (c < '!' || c > '~') {
+      return UsageError(absl::StrCat(source,
+                                     ": got a byte that is not visible ASCII (a space, a line break or a control "
+                                     "character), expected the token alone"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Invocation> ParseCommandLine(const std::vector<std::string>& args, const std::string& default_server) {
   Invocation invocation;
   invocation.server = default_server;
@@ -325,7 +359,8 @@ absl::StatusOr<Invocation> ParseCommandLine(const std::vector<std::string>& args
 }
 
 std::string UsageText() {
-  return R"(usage: radialctl [--server HOST:PORT] COMMAND ...
+  return R"(usage: radialctl [--server HOST:PORT] [--token TOKEN] [--tls-ca FILE] [--tls-server-name NAME]
+                 COMMAND ...
 
 Commands:
   generate PROMPT -o FILE [request flags] [--keep-partial]
@@ -352,9 +387,15 @@ Request flags (unset: the model's default, resolved by the server):
   --queue-timeout S  --run-timeout S   fail the job with DEADLINE_EXCEEDED after S seconds queued
                                        or running (0: the server's default)
 
---server defaults to $RADIAL_SERVER, else localhost:50051.
+Connection (before or after the command):
+  --server HOST:PORT      default $RADIAL_SERVER, else localhost:50051
+  --token TOKEN           sent as 'authorization: Bearer TOKEN' on every call; default
+                          $RADIAL_TOKEN (prefer the variable: arguments show in ps)
+  --tls-ca FILE           TLS, trusting server certificates of this CA (PEM); default $RADIAL_TLS_CA
+  --tls-server-name NAME  the name to check in the server's certificate (default: the host)
+
 Exit codes: 0 ok, 1 local error, 2 usage, 3 rejected by the server, 4 job failed, 5 job cancelled,
-6 server unreachable.
+6 server unreachable (or TLS failed), 7 not authenticated (missing or unknown token).
 )";
 }
 

@@ -22,6 +22,10 @@ inline constexpr uint32_t kDefaultJobsLimit = 50;
 struct Invocation {
   Command command = Command::kHelp;
   std::string server;    // host:port of radial-scheduler
+  // Credentials and TLS, from the flags; empty: ClientEnvironment's (RADIAL_TOKEN, RADIAL_TLS_CA).
+  std::string token;            // sent as "authorization: Bearer <token>" on every call
+  std::string tls_ca_file;      // PEM CA the server's certificate must chain to; set: TLS
+  std::string tls_server_name;  // name checked in the server's certificate; empty: the host of `server`
   bool json = false;     // status, models, submit, jobs, delete: print the response as JSON
   bool verbose = false;  // submit: also print the resolved request
   // generate, submit: only the fields given on the command line are set; the server fills the rest.
@@ -38,6 +42,10 @@ struct Invocation {
 // Parses the arguments after the program name; `default_server` applies when --server is absent.
 // A usage error is INVALID_ARGUMENT whose message names the flag or argument at fault.
 absl::StatusOr<Invocation> ParseCommandLine(const std::vector<std::string>& args, const std::string& default_server);
+
+// OK for a token that can travel in a header: 1 to 4096 visible ASCII characters. Otherwise a usage
+// error naming `source` (the flag or the variable) that never quotes the token.
+absl::Status CheckToken(const std::string& source, const std::string& token);
 
 // The --help text.
 std::string UsageText();

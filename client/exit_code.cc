@@ -11,6 +11,8 @@ ExitCode ExitCodeForRpc(grpc::StatusCode code) {
     case grpc::StatusCode::OK: return kExitOk;
     case grpc::StatusCode::UNAVAILABLE:
     case grpc::StatusCode::DEADLINE_EXCEEDED: return kExitUnreachable;
+    case grpc::StatusCode::UNAUTHENTICATED:
+    case grpc::StatusCode::PERMISSION_DENIED: return kExitUnauthenticated;
     default: return kExitRejected;
   }
 }

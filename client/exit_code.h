@@ -11,12 +11,13 @@ namespace radial::client {
 
 enum ExitCode : int {
   kExitOk = 0,
-  kExitLocalError = 1,    // on this machine: the output file, or a stream that ended without a result
-  kExitUsage = 2,         // the command line: unknown flag, bad number, missing argument
-  kExitRejected = 3,      // the server refused the call (INVALID_ARGUMENT, NOT_FOUND, ...)
-  kExitJobFailed = 4,     // the job ended FAILED
-  kExitJobCancelled = 5,  // the job ended CANCELLED
-  kExitUnreachable = 6,   // no answer from the server (UNAVAILABLE, DEADLINE_EXCEEDED)
+  kExitLocalError = 1,       // on this machine: the output file, or a stream that ended without a result
+  kExitUsage = 2,            // the command line: unknown flag, bad number, missing argument
+  kExitRejected = 3,         // the server refused the call (INVALID_ARGUMENT, NOT_FOUND, ...)
+  kExitJobFailed = 4,        // the job ended FAILED
+  kExitJobCancelled = 5,     // the job ended CANCELLED
+  kExitUnreachable = 6,      // no answer from the server (UNAVAILABLE, DEADLINE_EXCEEDED), or TLS failed
+  kExitUnauthenticated = 7,  // the server did not accept the credentials (UNAUTHENTICATED, PERMISSION_DENIED)
 };
 
 // The exit code for a call that ended with `code` (not OK).

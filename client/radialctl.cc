@@ -4,8 +4,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
+#include <fstream>
 #include <memory>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "command_line.h"
@@ -19,14 +22,57 @@
 namespace radial::client {
 namespace {
 
+// What a connection presents and checks: the flags, else the environment's defaults.
+struct Security {
+  std::string token;            // empty: no authorization metadata
+  std::string tls_ca_file;      // empty: plaintext
+  std::string tls_server_name;  // empty: the host of --server
+};
+
+bool IsLoopback(const std::string& server) {
+  const size_t colon = server.rfind(':');
+  std::string host = colon == std::string::npos ? server : server.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
+// Words of the TLS library in a failed connection's message (gRPC reports a failed handshake as
+// UNAVAILABLE).
+bool LooksLikeTlsFailure(const std::string& message) {
+  std::string lower = message;
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+  for (const char* word : {"handshake", "ssl", "tls", "certificate"}) {
+    if (lower.find(word) != std::string::npos) return true;
+  }
+  return false;
+}
+
 // One invocation's connection to the scheduler.
 class Connection {
  public:
-  Connection(const Invocation& invocation, const ClientEnvironment& environment)
-      : server_(invocation.server),
-        environment_(environment),
-        channel_(grpc::CreateChannel(server_, grpc::InsecureChannelCredentials())),
-        stub_(v1::VideoService::NewStub(channel_)) {}
+  // The channel, with TLS from the CA file as it is now; a local error naming the file when it
+  // cannot be read or holds no certificate (gRPC would take empty roots as the system's CAs).
+  static absl::StatusOr<std::unique_ptr<Connection>> Open(const Invocation& invocation, Security security,
+                                                          const ClientEnvironment& environment) {
+    std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+    grpc::ChannelArguments arguments;
+    if (!security.tls_ca_file.empty()) {
+      std::ifstream file(security.tls_ca_file, std::ios::binary);
+      std::ostringstream pem;
+      if (file) pem << file.rdbuf();
+      if (!file) return absl::FailedPreconditionError(absl::StrCat("--tls-ca: cannot read ", security.tls_ca_file));
+      if (pem.str().find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
+        return absl::FailedPreconditionError(absl::StrCat("--tls-ca: ", security.tls_ca_file,
+                                                          " holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
+      }
+      grpc::SslCredentialsOptions ssl;
+      ssl.pem_root_certs = pem.str();
+      credentials = grpc::SslCredentials(ssl);
+      if (!security.tls_server_name.empty()) arguments.SetSslTargetNameOverride(security.tls_server_name);
+    }
+    return std::unique_ptr<Connection>(
+        new Connection(invocation.server, std::move(security), environment, credentials, arguments));
+  }
 
   // Waits until the channel is connected or has failed to connect. OK also for a failed channel:
   // the call that follows then fails at once (calls do not wait for ready) with gRPC's own reason.
@@ -45,28 +91,65 @@ class Connection {
     return grpc::Status::OK;
   }
 
-  void SetCallDeadline(grpc::ClientContext& context) const {
+  // Every call is prepared here: the bearer token when there is one, and for the unary calls their
+  // deadline (streams have none: a job may run for a long time).
+  void PrepareCall(grpc::ClientContext& context) const {
+    if (!security_.token.empty()) context.AddMetadata("authorization", "Bearer " + security_.token);
+  }
+  void PrepareUnaryCall(grpc::ClientContext& context) const {
+    PrepareCall(context);
     context.set_deadline(std::chrono::system_clock::now() + environment_.call_timeout);
   }
 
   // Prints a failed call as "radialctl: CODE: message" and returns its exit code. When the channel
   // is not connected the address is named: gRPC's message may not say how to pick another. (A
-  // connected channel means the server itself answered UNAVAILABLE, e.g. no worker yet.)
+  // connected channel means the server itself answered UNAVAILABLE, e.g. no worker yet.) Refused
+  // credentials and failed TLS handshakes say what to check.
   int Report(const grpc::Status& status, std::ostream& err) const {
     const ExitCode code = ExitCodeForRpc(status.error_code());
     err << "radialctl: " << DescribeStatus(status.error_code(), status.error_message());
-    if (code == kExitUnreachable && channel_->GetState(/*try_to_connect=*/false) != GRPC_CHANNEL_READY) {
-      err << " (server " << server_ << "; set --server or RADIAL_SERVER)";
+    if (code == kExitUnauthenticated) {
+      err << (security_.token.empty() ? " (no token was sent: set RADIAL_TOKEN or --token)"
+                                      : " (the server does not accept the token from --token or RADIAL_TOKEN)");
+    } else if (code == kExitUnreachable && channel_->GetState(/*try_to_connect=*/false) != GRPC_CHANNEL_READY) {
+      if (!security_.tls_ca_file.empty() && LooksLikeTlsFailure(status.error_message())) {
+        err << " (TLS with server " << server_ << " failed: its certificate must be signed by the CA in "
+            << security_.tls_ca_file << ", be valid now and name "
+            << (security_.tls_server_name.empty() ? "the host in --server" : security_.tls_server_name)
+            << "; set --tls-ca / RADIAL_TLS_CA, --tls-server-name)";
+      } else {
+        err << " (server " << server_ << "; set --server or RADIAL_SERVER";
+        if (security_.tls_ca_file.empty()) err << "; a server with TLS needs --tls-ca or RADIAL_TLS_CA";
+        err << ")";
+      }
     }
     err << "\n";
     return code;
+  }
+
+  // Said once before the first call: a token sent in the clear to another machine can be read on
+  // the way.
+  void WarnIfTokenInTheClear(std::ostream& err) const {
+    if (!security_.token.empty() && security_.tls_ca_file.empty() && !IsLoopback(server_)) {
+      err << "radialctl: warning: sending the token to " << server_
+          << " without TLS, readable on the network; set --tls-ca or RADIAL_TLS_CA\n";
+    }
   }
 
   v1::VideoService::Stub& stub() { return *stub_; }
   const std::string& server() const { return server_; }
 
  private:
+  Connection(std::string server, Security security, const ClientEnvironment& environment,
+             const std::shared_ptr<grpc::ChannelCredentials>& credentials, const grpc::ChannelArguments& arguments)
+      : server_(std::move(server)),
+        security_(std::move(security)),
+        environment_(environment),
+        channel_(grpc::CreateCustomChannel(server_, credentials, arguments)),
+        stub_(v1::VideoService::NewStub(channel_)) {}
+
   const std::string server_;
+  const Security security_;
   const ClientEnvironment& environment_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::VideoService::Stub> stub_;
@@ -99,6 +182,7 @@ int Generate(const Invocation& invocation, Connection& connection, std::ostream&
     result.exit_code = connection.Report(ready, err);
   } else {
     grpc::ClientContext context;
+    connection.PrepareCall(context);
     auto stream = connection.stub().Generate(&context, invocation.request);
     ProgressDisplay display(err, environment.stderr_is_terminal, environment.now);
     result = FollowJob(context, *stream, file->get(), display, out, err);
@@ -120,7 +204,7 @@ int Generate(const Invocation& invocation, Connection& connection, std::ostream&
 // the Watch call that follows then reports why.
 uint32_t CurrentAttempt(const Invocation& invocation, Connection& connection) {
   grpc::ClientContext context;
-  connection.SetCallDeadline(context);
+  connection.PrepareUnaryCall(context);
   v1::GetJobRequest request;
   request.set_job_id(invocation.job_id);
   v1::Job job;
@@ -159,6 +243,7 @@ int Watch(const Invocation& invocation, Connection& connection, std::ostream& ou
     file->SetAttempt(std::max<uint32_t>(attempt, 1));
   }
   grpc::ClientContext context;
+  connection.PrepareCall(context);
   v1::WatchRequest request;
   request.set_job_id(invocation.job_id);
   request.set_from_byte_offset(from_offset);
@@ -186,7 +271,7 @@ int Watch(const Invocation& invocation, Connection& connection, std::ostream& ou
 int Submit(const Invocation& invocation, Connection& connection, std::ostream& out, std::ostream& err) {
   if (grpc::Status ready = connection.AwaitConnection(); !ready.ok()) return connection.Report(ready, err);
   grpc::ClientContext context;
-  connection.SetCallDeadline(context);
+  connection.PrepareUnaryCall(context);
   v1::Job job;
   if (grpc::Status status = connection.stub().Submit(&context, invocation.request, &job); !status.ok()) {
     return connection.Report(status, err);
@@ -209,7 +294,7 @@ int Submit(const Invocation& invocation, Connection& connection, std::ostream& o
 int Status(const Invocation& invocation, Connection& connection, std::ostream& out, std::ostream& err) {
   if (grpc::Status ready = connection.AwaitConnection(); !ready.ok()) return connection.Report(ready, err);
   grpc::ClientContext context;
-  connection.SetCallDeadline(context);
+  connection.PrepareUnaryCall(context);
   v1::GetJobRequest request;
   request.set_job_id(invocation.job_id);
   v1::Job job;
@@ -234,7 +319,7 @@ bool Ended(v1::JobState state) {
 int ReportAlreadyEnded(const std::string& job_id, const grpc::Status& refused, Connection& connection,
                        std::ostream& err) {
   grpc::ClientContext context;
-  connection.SetCallDeadline(context);
+  connection.PrepareUnaryCall(context);
   v1::GetJobRequest request;
   request.set_job_id(job_id);
   v1::Job job;
@@ -248,7 +333,7 @@ int ReportAlreadyEnded(const std::string& job_id, const grpc::Status& refused, C
 int Cancel(const Invocation& invocation, Connection& connection, std::ostream& out, std::ostream& err) {
   if (grpc::Status ready = connection.AwaitConnection(); !ready.ok()) return connection.Report(ready, err);
   grpc::ClientContext context;
-  connection.SetCallDeadline(context);
+  connection.PrepareUnaryCall(context);
   v1::CancelJobRequest request;
   request.set_job_id(invocation.job_id);
   v1::Job job;
@@ -271,7 +356,7 @@ int Cancel(const Invocation& invocation, Connection& connection, std::ostream& o
 int Delete(const Invocation& invocation, Connection& connection, std::ostream& out, std::ostream& err) {
   if (grpc::Status ready = connection.AwaitConnection(); !ready.ok()) return connection.Report(ready, err);
   grpc::ClientContext context;
-  connection.SetCallDeadline(context);
+  connection.PrepareUnaryCall(context);
   v1::DeleteJobRequest request;
   request.set_job_id(invocation.job_id);
   v1::Job job;
@@ -301,7 +386,7 @@ int Jobs(const Invocation& invocation, Connection& connection, std::ostream& out
   while (true) {
     request.set_page_size(std::min(invocation.limit - static_cast<uint32_t>(listed.jobs_size()), kMaxPageSize));
     grpc::ClientContext context;
-    connection.SetCallDeadline(context);
+    connection.PrepareUnaryCall(context);
     v1::ListJobsResponse page;
     if (grpc::Status status = connection.stub().ListJobs(&context, request, &page); !status.ok()) {
       return connection.Report(status, err);
@@ -336,7 +421,7 @@ int Jobs(const Invocation& invocation, Connection& connection, std::ostream& out
 int Models(const Invocation& invocation, Connection& connection, std::ostream& out, std::ostream& err) {
   if (grpc::Status ready = connection.AwaitConnection(); !ready.ok()) return connection.Report(ready, err);
   grpc::ClientContext context;
-  connection.SetCallDeadline(context);
+  connection.PrepareUnaryCall(context);
   v1::ListModelsResponse response;
   if (grpc::Status status = connection.stub().ListModels(&context, v1::ListModelsRequest(), &response); !status.ok()) {
     return connection.Report(status, err);
@@ -363,7 +448,26 @@ int RunRadialctl(const std::vector<std::string>& args, std::ostream& out, std::o
     out << UsageText();
     return kExitOk;
   }
-  Connection connection(invocation, environment);
+  Security security{invocation.token, invocation.tls_ca_file, invocation.tls_server_name};
+  if (security.token.empty() && !environment.default_token.empty()) {
+    if (absl::Status valid = CheckToken("RADIAL_TOKEN", environment.default_token); !valid.ok()) {
+      err << "radialctl: " << std::string(valid.message()) << "\n";
+      return kExitUsage;
+    }
+    security.token = environment.default_token;
+  }
+  if (security.tls_ca_file.empty()) security.tls_ca_file = environment.default_tls_ca;
+  if (!security.tls_server_name.empty() && security.tls_ca_file.empty()) {
+    err << "radialctl: --tls-server-name: needs --tls-ca or RADIAL_TLS_CA (TLS is off without a CA)\n";
+    return kExitUsage;
+  }
+  auto opened = Connection::Open(invocation, std::move(security), environment);
+  if (!opened.ok()) {
+    err << "radialctl: " << std::string(opened.status().message()) << "\n";
+    return kExitLocalError;
+  }
+  Connection& connection = **opened;
+  connection.WarnIfTokenInTheClear(err);
   switch (invocation.command) {
     case Command::kGenerate: return Generate(invocation, connection, out, err, environment);
     case Command::kWatch: return Watch(invocation, connection, out, err, environment);
@@ -384,6 +488,8 @@ ClientEnvironment ProcessEnvironment() {
   if (const char* server = std::getenv("RADIAL_SERVER"); server != nullptr && *server != '\0') {
     environment.default_server = server;
   }
+  if (const char* token = std::getenv("RADIAL_TOKEN"); token != nullptr) environment.default_token = token;
+  if (const char* ca = std::getenv("RADIAL_TLS_CA"); ca != nullptr) environment.default_tls_ca = ca;
   return environment;
 }
 

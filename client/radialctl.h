@@ -17,6 +17,8 @@ namespace radial::client {
 struct ClientEnvironment {
   bool stderr_is_terminal = false;                 // redraw one progress line instead of printing plain lines
   std::string default_server = "localhost:50051";  // when --server is absent
+  std::string default_token;                       // when --token is absent ($RADIAL_TOKEN); empty: none
+  std::string default_tls_ca;                      // when --tls-ca is absent ($RADIAL_TLS_CA); empty: no TLS
   // How long to wait for a connection before giving up with exit code 6. A refused connection
   // fails at once; this bounds a host that does not answer.
   std::chrono::milliseconds connect_timeout{5000};
@@ -32,7 +34,7 @@ struct ClientEnvironment {
 int RunRadialctl(const std::vector<std::string>& args, std::ostream& out, std::ostream& err,
                  const ClientEnvironment& environment);
 
-// The environment of this process: isatty(stderr) and $RADIAL_SERVER.
+// The environment of this process: isatty(stderr), $RADIAL_SERVER, $RADIAL_TOKEN and $RADIAL_TLS_CA.
 ClientEnvironment ProcessEnvironment();
 
 }  // namespace radial::client
