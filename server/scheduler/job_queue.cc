@@ -8,13 +8,11 @@ namespace radial::server {
 bool JobQueue::Push(const std::string& job_id, int32_t priority, uint64_t sequence, bool over_capacity,
                     const std::string& tenant, std::optional<uint64_t> tag) {
   if ((full() && !over_capacity) || entries_.count(job_id) != 0) return false;
-  uint64_t& last = tenant_tag_[{tenant, priority}];
-  if (!tag) {
-    tag = std::max(virtual_time_[priority], last) + 1;
-    last = *tag;
-  } else {
-    last = std::max(last, *tag);
-  }
+  // Start-time fair queuing with unit-cost jobs: a job starts at max(the priority's virtual time,
+  // the tenant's previous job's finish); the tenant's finish moves one past it.
+  uint64_t& finish = tenant_tag_[{tenant, priority}];
+  if (!tag) tag = std::max(virtual_time_[priority], finish);
+  finish = std::max(finish, *tag + 1);
   Entry entry{priority, *tag, sequence, job_id, tenant};
   order_.insert(entry);
   entries_.emplace(job_id, std::move(entry));

@@ -1,7 +1,8 @@
 // The queue of jobs waiting for a worker: highest priority first; within a priority, tenants take
 // turns (start-time fair queuing: each job gets a virtual start tag, max(the priority's virtual
-// time, the tenant's last tag) + 1, so a tenant with 1,000 queued jobs does not hold another
-// tenant's single job behind all of them); then submission order. Bounded.
+// time, the end of the tenant's previous job), and the virtual time is the tag of the job last
+// dispatched, so a tenant with 1,000 queued jobs does not hold another tenant's single job behind
+// all of them); then submission order. Bounded.
 // Not thread-safe: owned by the Scheduler, used under its lock.
 #ifndef RADIAL_SERVER_SCHEDULER_JOB_QUEUE_H_
 #define RADIAL_SERVER_SCHEDULER_JOB_QUEUE_H_
@@ -44,6 +45,13 @@ class JobQueue {
   std::optional<std::string> PopFirst(const std::function<bool(const std::string&)>& eligible);
   // Every queued job, in queue order.
   std::vector<std::string> InOrder() const;
+  // Calls visit(job_id) in queue order until it returns false. visit must not change the queue.
+  template <typename Visit>
+  void ForEachInOrder(Visit&& visit) const {
+    for (const Entry& entry : order_) {
+      if (!visit(entry.job_id)) return;
+    }
+  }
   // Queued jobs per priority, for metrics.
   std::unordered_map<int32_t, size_t> CountByPriority() const;
   // Queued jobs of a tenant (quotas).
@@ -66,7 +74,7 @@ class JobQueue {
   std::set<Entry> order_;
   std::unordered_map<std::string, Entry> entries_;
   std::map<int32_t, uint64_t> virtual_time_;                          // per priority
-  std::map<std::pair<std::string, int32_t>, uint64_t> tenant_tag_;   // last tag per tenant and priority
+  std::map<std::pair<std::string, int32_t>, uint64_t> tenant_tag_;   // end of the tenant's last job, per priority
   std::unordered_map<std::string, size_t> tenant_count_;
 };
 

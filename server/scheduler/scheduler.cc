@@ -825,24 +825,45 @@ void Scheduler::Dispatch(Effects& effects) {
     slots.push_back({link, &worker.models, static_cast<uint32_t>(worker.capacity - worker.running.size())});
   }
   if (slots.empty()) return;
-  std::vector<QueuedJob> order;
-  std::map<std::string, uint32_t> tenant_room;  // running slots a tenant has left (absent: no limit)
-  for (const std::string& id : queue_.InOrder()) {
-    const v1::Job& job = jobs_.Find(id)->job();
-    order.push_back({id, job.request().model(), job.tenant()});
-    const uint32_t max_running = options_.tenancy.For(job.tenant()).max_running;
-    if (max_running > 0) tenant_room.emplace(job.tenant(), max_running);
-  }
-  if (!tenant_room.empty()) {
-    for (auto& [link, worker] : workers_.workers()) {
-      for (const std::string& id : worker.running) {
-        const JobRecord* running = jobs_.Find(id);
-        if (running == nullptr) continue;
-        const auto room = tenant_room.find(running->job().tenant());
-        if (room != tenant_room.end() && room->second > 0) --room->second;
+  // Running slots left to tenants with a max_running (a tenant not in the map has no limit).
+  std::map<std::string, uint32_t> tenant_room;
+  auto room_of = [&](const std::string& tenant) -> uint32_t* {
+    const uint32_t max_running = options_.tenancy.For(tenant).max_running;
+    if (max_running == 0) return nullptr;
+    auto [it, inserted] = tenant_room.emplace(tenant, max_running);
+    if (inserted) {
+      for (const auto& [link, worker] : workers_.workers()) {
+        for (const std::string& id : worker.running) {
+          const JobRecord* running = jobs_.Find(id);
+          if (running != nullptr && running->job().tenant() == tenant && it->second > 0) --it->second;
+        }
       }
     }
+    return &it->second;
+  };
+  // Free slots per model; the queue is walked only until every one could be filled, so a long
+  // queue costs in proportion to the jobs that can start (plus the ones skipped on the way).
+  std::map<std::string, uint64_t> wanted;
+  uint64_t wanted_total = 0;
+  for (const WorkerSlots& slot : slots) {
+    for (const std::string& model : *slot.models) wanted[model] += slot.free;
   }
+  for (const auto& [model, count] : wanted) wanted_total += count;
+  std::vector<QueuedJob> order;
+  std::map<std::string, uint32_t> tentative_room;
+  queue_.ForEachInOrder([&](const std::string& id) {
+    const v1::Job& job = jobs_.Find(id)->job();
+    const auto want = wanted.find(job.request().model());
+    if (want == wanted.end() || want->second == 0) return true;
+    if (uint32_t* room = room_of(job.tenant())) {
+      uint32_t& left = tentative_room.emplace(job.tenant(), *room).first->second;
+      if (left == 0) return true;
+      --left;
+    }
+    order.push_back({id, job.request().model(), job.tenant()});
+    --want->second;
+    return --wanted_total > 0;
+  });
   for (const Assignment& assignment : PlanDispatch(order, std::move(slots), std::move(tenant_room))) {
     WorkerLink* link = static_cast<WorkerLink*>(const_cast<void*>(assignment.worker));
     WorkerRecord& worker = *workers_.Find(link);
