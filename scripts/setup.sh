@@ -10,6 +10,7 @@ APT_PACKAGES=(
   libgtest-dev libgmock-dev                                   # tests
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler  # API
   libspdlog-dev libfmt-dev libsqlite3-dev                     # common, scheduler store
+  openssl libssl-dev                                          # token hashes, test certificates (openssl CLI)
   prometheus-cpp-dev                                          # /metrics
   libavformat-dev libavcodec-dev libavutil-dev libswscale-dev ffmpeg  # worker encoder, ffprobe in tests
   libsentencepiece-dev nlohmann-json3-dev                     # worker tokenizer, bundle manifest
