@@ -11,6 +11,7 @@
 #include "server_flags.h"
 
 int main(int argc, char** argv) {
+  radial::server::InstallSignalHandlers();
   const std::string usage = std::string("usage: radial-scheduler [flags]\n") + radial::server::kServerFlagsUsage +
                             "  (--data-dir defaults to ./radial-data)\n";
   radial::server::ServerConfig config;

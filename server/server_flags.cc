@@ -169,10 +169,14 @@ absl::StatusOr<std::unique_ptr<JobStore>> OpenStore(const ServerConfig& config) 
   return std::unique_ptr<JobStore>(*std::move(store));
 }
 
-void WaitForTerminationSignal(const std::function<void()>& on_hangup) {
+void InstallSignalHandlers() {
   std::signal(SIGINT, [](int) { stop_requested = 1; });
   std::signal(SIGTERM, [](int) { stop_requested = 1; });
   std::signal(SIGHUP, [](int) { reload_requested = 1; });
+}
+
+void WaitForTerminationSignal(const std::function<void()>& on_hangup) {
+  InstallSignalHandlers();
   while (!stop_requested) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     if (reload_requested) {

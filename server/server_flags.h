@@ -42,6 +42,10 @@ void WritePortFile(const std::string& path, int port);
 absl::StatusOr<std::unique_ptr<JobStore>> OpenStore(const ServerConfig& config);
 
 
+// Installs the handlers WaitForTerminationSignal acts on (called first thing in main, so a signal
+// during start-up, e.g. an early SIGHUP, does not kill the process).
+void InstallSignalHandlers();
+
 // Blocks until SIGINT or SIGTERM; runs on_hangup (on this thread) after each SIGHUP. The handlers
 // only set flags.
 void WaitForTerminationSignal(const std::function<void()>& on_hangup = nullptr);

@@ -16,6 +16,7 @@
 #include "worker_client.h"
 
 int main(int argc, char** argv) {
+  radial::server::InstallSignalHandlers();
   const std::string usage = std::string(
                                 "usage: radial-standalone --embedded-worker BUNDLE [--embedded-device cpu|cuda] "
                                 "[flags]\n"
