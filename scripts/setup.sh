@@ -14,6 +14,7 @@ APT_PACKAGES=(
   prometheus-cpp-dev                                          # /metrics
   libavformat-dev libavcodec-dev libavutil-dev libswscale-dev ffmpeg  # worker encoder, ffprobe in tests
   libsentencepiece-dev nlohmann-json3-dev                     # worker tokenizer, bundle manifest
+  prometheus                                                  # promtool and a server for tests/deploy
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
