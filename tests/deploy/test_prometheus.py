@@ -388,6 +388,12 @@ def test_counts_equal_what_the_test_did(stack):
     if stack.worker_metrics:
         assert stack.value('radial_build_info{component="worker"}') == 1
         assert stack.value(f'sum(radial_worker_jobs_total{{{model}, code="OK"}})') == expected["OK"]
+        # The worker ran three jobs: both OK ones and the cancelled one.
+        assert stack.value(f'sum(radial_worker_jobs_total{{{model}, code="CANCELLED"}})') == expected["CANCELLED"]
+        assert stack.value(f"sum(radial_worker_jobs_total{{{model}}})") == 3
+        # Both OK jobs denoised 2 steps each; the cancelled one got some way into its 40.
+        assert stack.value(f'sum(radial_worker_stage_seconds_count{{{model}, stage="denoise"}})') >= 2
+        assert stack.value(f"sum(radial_worker_step_seconds_count{{{model}}})") >= 4
         assert stack.value(f'sum(radial_worker_state{{{model}, state="idle"}})') == 1
 
 
