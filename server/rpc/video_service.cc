@@ -132,8 +132,9 @@ VideoService::Writer* VideoService::Follow(const std::string& job_id, const absl
 }
 
 // Submit and Generate: the rejected ones are counted by reason.
-absl::StatusOr<v1::Job> VideoService::Submit(const v1::GenerateRequest& request, const absl::StatusOr<Caller>& caller) {
-  absl::StatusOr<v1::Job> job = caller.ok() ? scheduler_.Submit(request, *caller) : caller.status();
+absl::StatusOr<v1::Job> VideoService::Submit(const v1::GenerateRequest& request, const absl::StatusOr<Caller>& caller,
+                                             bool watching) {
+  absl::StatusOr<v1::Job> job = caller.ok() ? scheduler_.Submit(request, *caller, watching) : caller.status();
   if (!job.ok() && metrics_ != nullptr) metrics_->Rejected(job.status());
   return job;
 }
@@ -144,9 +145,9 @@ VideoService::Writer* VideoService::Generate(Context* context, const Bytes* raw)
   if (caller.ok()) {
     if (absl::Status parsed = ParseMessage(*raw, request); !parsed.ok()) return new EventWriter(parsed);
   }
-  const absl::StatusOr<v1::Job> job = Submit(request, caller);
+  const absl::StatusOr<v1::Job> job = Submit(request, caller, /*watching=*/true);
   if (!job.ok()) return new EventWriter(job.status());
-  return Follow(job->id(), scheduler_.StartWatch(job->id(), 0, 0, *caller));
+  return new EventWriter(scheduler_, job->id(), WatchCursor{});  // a watcher since Submit (EndWatch in OnDone)
 }
 
 VideoService::Unary* VideoService::Submit(Context* context, const Bytes* raw, Bytes* response) {

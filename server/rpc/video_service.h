@@ -45,7 +45,8 @@ class VideoService final : public RawVideoService {
   Writer* Follow(const std::string& job_id, const absl::StatusOr<WatchCursor>& cursor);
   template <typename Request, typename Call>
   Unary* Answer(Context* context, const Bytes* raw, Bytes* response, Call&& call);
-  absl::StatusOr<v1::Job> Submit(const v1::GenerateRequest& request, const absl::StatusOr<Caller>& caller);
+  absl::StatusOr<v1::Job> Submit(const v1::GenerateRequest& request, const absl::StatusOr<Caller>& caller,
+                                 bool watching = false);
   Scheduler& scheduler_;
   const Authenticator& authenticator_;
   SchedulerMetrics* metrics_;

@@ -138,7 +138,7 @@ absl::Status Scheduler::Load() {
 
 // ---------------------------------------------------------------- clients
 
-absl::StatusOr<v1::Job> Scheduler::Submit(const v1::GenerateRequest& request, const Caller& caller) {
+absl::StatusOr<v1::Job> Scheduler::Submit(const v1::GenerateRequest& request, const Caller& caller, bool watching) {
   Effects effects;
   std::string id;
   {
@@ -150,6 +150,7 @@ absl::StatusOr<v1::Job> Scheduler::Submit(const v1::GenerateRequest& request, co
         if (!record.durable) {
           return absl::AbortedError("request_id: a Submit with this request_id is still being saved; retry");
         }
+        if (watching) ++jobs_.Find(*existing)->watchers;
         return View(record);
       }
     }
@@ -198,6 +199,7 @@ absl::StatusOr<v1::Job> Scheduler::Submit(const v1::GenerateRequest& request, co
                        written.message(), "); retry"));
     }
     record->durable = true;
+    if (watching) ++record->watchers;
     const v1::GenerateRequest& accepted = record->job().request();
     Enqueue(*record);
     if (options_.observer != nullptr) options_.observer->JobSubmitted(accepted.model());

@@ -94,7 +94,11 @@ class Scheduler {
   // before returns that job.
   // The job belongs to caller.tenant. RESOURCE_EXHAUSTED naming the quota when the tenant is at
   // its max_queued or submits_per_minute.
-  absl::StatusOr<v1::Job> Submit(const v1::GenerateRequest& request, const Caller& caller = Caller::Unauthenticated());
+  // watching: the caller follows the job from its first event (Generate): it counts as a watcher
+  // from before the job can run, so no byte of a fast failure is dropped before the watch begins.
+  // EndWatch must follow, as after StartWatch.
+  absl::StatusOr<v1::Job> Submit(const v1::GenerateRequest& request, const Caller& caller = Caller::Unauthenticated(),
+                                 bool watching = false);
   // Every call that names a job answers NOT_FOUND for a job of another tenant (unless an admin calls).
   absl::StatusOr<v1::Job> GetJob(const std::string& job_id, const Caller& caller = Caller::Unauthenticated());
   // A queued job ends at once (CANCELLED); a running one is asked to stop and ends when its worker

@@ -124,7 +124,7 @@ TEST(ResolveRequestTest, UnknownModelIsNotFound) {
   const auto result = Resolve(request);
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_NE(result.status().message().find("model: got 'wan2.1-huge', expected one of [wan2.1-tiny]"),
+  EXPECT_NE(result.status().message().find("model: got 'wan2.1-huge', expected one of the served models [wan2.1-tiny]"),
             std::string::npos)
       << result.status();
 }
