@@ -16,6 +16,7 @@
 #include "radial/common/utf8.h"
 #include "rpc/status_convert.h"
 #include "scheduler/dispatch_policy.h"
+#include "scheduler/job_events.h"
 
 namespace radial::server {
 namespace {
@@ -54,6 +55,13 @@ std::string NewJobId() {
   uint64_t words[2];
   RandomBytes(words, sizeof(words));
   return absl::StrFormat("%016x%016x", words[0], words[1]);
+}
+
+// FNV-1a, 32 bits: enough to tell prompts apart in logs, too short to be worth inverting.
+uint32_t PromptHash(std::string_view text) {
+  uint32_t hash = 2166136261u;
+  for (const char c : text) hash = (hash ^ static_cast<unsigned char>(c)) * 16777619u;
+  return hash;
 }
 
 std::string StateName(v1::JobState state) {
@@ -203,9 +211,11 @@ absl::StatusOr<v1::Job> Scheduler::Submit(const v1::GenerateRequest& request, co
     const v1::GenerateRequest& accepted = record->job().request();
     Enqueue(*record);
     if (options_.observer != nullptr) options_.observer->JobSubmitted(accepted.model());
-    spdlog::info("job_id={} queued tenant={} model={} {}x{}x{} steps={} priority={} prompt={} chars", id,
-                 common::Echo(record->job().tenant()), accepted.model(), accepted.width(), accepted.height(),
-                 accepted.frames(), accepted.steps(), accepted.priority(), common::Utf8Length(accepted.prompt()));
+    // Prompts are private: at info only their length and a short hash (to match reports of one prompt).
+    spdlog::info("job_id={} queued tenant={} model={} {}x{}x{} steps={} priority={} prompt={} chars, hash {:08x}",
+                 id, common::Echo(record->job().tenant()), accepted.model(), accepted.width(), accepted.height(),
+                 accepted.frames(), accepted.steps(), accepted.priority(), common::Utf8Length(accepted.prompt()),
+                 PromptHash(accepted.prompt()));
     spdlog::debug("job_id={} prompt: {}", id, accepted.prompt());
     Dispatch(after);
     view = View(*jobs_.Find(id));
@@ -404,8 +414,8 @@ void Scheduler::EndWatch(const std::string& job_id) {
 
 WatchStep Scheduler::NextEvent(const std::string& job_id, WatchCursor& cursor, v1::JobEvent& event,
                                const std::weak_ptr<Waiter>& waiter) {
+  EventPlan plan;
   std::string stored_video;
-  uint64_t stored_bytes = 0;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (cursor.ended) return {WatchStep::kEnd, absl::OkStatus()};
@@ -420,64 +430,19 @@ WatchStep Scheduler::NextEvent(const std::string& job_id, WatchCursor& cursor, v
               absl::UnavailableError("the scheduler is restarting; watch the job again (from the bytes received) "
                                      "once it is back")};
     }
-    event.Clear();
-    event.set_job_id(job_id);
-    const v1::Job& job = record->job();
-    if (!cursor.accepted_sent) {
-      cursor.accepted_sent = true;
-      event.mutable_accepted()->set_queue_position(queue_.Position(job_id).value_or(0));
-      *event.mutable_accepted()->mutable_request() = job.request();
-      return {WatchStep::kEvent, absl::OkStatus()};
-    }
-    if (cursor.restart_pending || cursor.restarts_seen != record->stored.restarts) {
-      cursor.restart_pending = false;
-      cursor.restarts_seen = record->stored.restarts;
-      cursor.offset = 0;
-      cursor.stored_video.reset();
-      event.mutable_restarted()->set_attempt(job.attempts() + (job.state() == v1::JOB_STATE_QUEUED ? 1 : 0));
-      event.mutable_restarted()->set_reason(record->restart_reason.empty() ? "the job runs again from the start"
-                                                                           : record->restart_reason);
-      return {WatchStep::kEvent, absl::OkStatus()};
-    }
-    if (record->stored.video.empty()) {
-      const std::string& video = *record->video;
-      if (cursor.offset < video.size()) {
-        const size_t size = std::min<size_t>(options_.max_chunk_bytes, video.size() - cursor.offset);
-        event.mutable_chunk()->set_offset(cursor.offset);
-        event.mutable_chunk()->set_data(video.substr(cursor.offset, size));
-        cursor.offset += size;
-        if (options_.observer != nullptr) options_.observer->BytesStreamed(size);
-        return {WatchStep::kEvent, absl::OkStatus()};
-      }
-    } else if (cursor.offset < record->stored.video_bytes) {
-      stored_video = record->stored.video;  // read below, outside the lock
-      stored_bytes = record->stored.video_bytes;
-    }
-    if (stored_video.empty()) {
-      const bool ended = record->ended();
-      if (!ended && record->progress_updates > cursor.progress_seen) {
-        cursor.progress_seen = record->progress_updates;
-        *event.mutable_progress() = job.progress();
-        return {WatchStep::kEvent, absl::OkStatus()};
-      }
-      if (ended) {
-        if (job.state() == v1::JOB_STATE_SUCCEEDED && cursor.offset > record->bytes()) {
-          return {WatchStep::kEnd,
-                  absl::OutOfRangeError(absl::StrCat("from_byte_offset: got ", cursor.offset, ", expected at most ",
-                                                     record->bytes(), " (the size of the job's video)"))};
-        }
-        cursor.ended = true;
-        if (job.state() == v1::JOB_STATE_SUCCEEDED) {
-          *event.mutable_completed()->mutable_stats() = job.stats();
-        } else if (job.state() == v1::JOB_STATE_CANCELLED) {
-          *event.mutable_cancelled() = job.error();
-        } else {
-          *event.mutable_failed() = job.error();
+    plan = PlanNextEvent(*record, static_cast<uint32_t>(queue_.Position(job_id).value_or(0)), options_.max_chunk_bytes,
+                         cursor, event);
+    switch (plan.kind) {
+      case EventPlan::kEvent:
+        if (event.has_chunk() && options_.observer != nullptr) {
+          options_.observer->BytesStreamed(event.chunk().data().size());
         }
         return {WatchStep::kEvent, absl::OkStatus()};
-      }
-      record->waiters.push_back(waiter);
-      return {WatchStep::kWait, absl::OkStatus()};
+      case EventPlan::kWait:
+        record->waiters.push_back(waiter);
+        return {WatchStep::kWait, absl::OkStatus()};
+      case EventPlan::kEnd: return {WatchStep::kEnd, plan.end_status};
+      case EventPlan::kReadStored: stored_video = record->stored.video; break;  // read below, outside the lock
     }
   }
   // A chunk of the stored video. An open reader keeps working if the job is deleted meanwhile.
@@ -489,9 +454,8 @@ WatchStep Scheduler::NextEvent(const std::string& job_id, WatchCursor& cursor, v
     }
     cursor.stored_video = *std::move(reader);
   }
-  const size_t size = std::min<size_t>(options_.max_chunk_bytes, stored_bytes - cursor.offset);
-  absl::StatusOr<std::string> data = cursor.stored_video->Read(cursor.offset, size);
-  if (!data.ok() || data->size() != size) {
+  absl::StatusOr<std::string> data = cursor.stored_video->Read(cursor.offset, plan.read_size);
+  if (!data.ok() || data->size() != plan.read_size) {
     return {WatchStep::kEnd,
             absl::DataLossError(absl::StrCat("job ", job_id, ": its stored video cannot be read at byte ",
                                              cursor.offset, " (",
@@ -500,8 +464,8 @@ WatchStep Scheduler::NextEvent(const std::string& job_id, WatchCursor& cursor, v
   }
   event.mutable_chunk()->set_offset(cursor.offset);
   event.mutable_chunk()->set_data(*std::move(data));
-  cursor.offset += size;
-  if (options_.observer != nullptr) options_.observer->BytesStreamed(size);
+  cursor.offset += plan.read_size;
+  if (options_.observer != nullptr) options_.observer->BytesStreamed(plan.read_size);
   return {WatchStep::kEvent, absl::OkStatus()};
 }
 

@@ -29,6 +29,7 @@
 #include "absl/status/statusor.h"
 #include "radial/v1/video_service.pb.h"
 #include "radial/v1/worker_service.pb.h"
+#include "scheduler/job_events.h"
 #include "scheduler/job_queue.h"
 #include "scheduler/job_table.h"
 #include "scheduler/request_validator.h"
@@ -57,26 +58,6 @@ struct SchedulerOptions {
   std::function<int64_t()> steady_ms;
   // Told of events (metrics); may be null. Not owned; must outlive the Scheduler.
   SchedulerObserver* observer = nullptr;
-};
-
-// What a watcher has seen of a job.
-struct WatchCursor {
-  bool accepted_sent = false;
-  uint64_t progress_seen = 0;  // progress updates seen (coalesced)
-  uint64_t offset = 0;         // next video byte to send
-  uint32_t restarts_seen = 0;
-  bool restart_pending = false;  // the client's bytes came from an older attempt: say Restarted first
-  bool ended = false;            // the terminal event was sent
-  std::shared_ptr<const VideoReader> stored_video;  // opened on the first read from the store
-};
-
-// The result of NextEvent: an event to send, nothing yet (the Waiter will be woken), or the end of
-// the stream with a status (OK after the terminal event; NOT_FOUND when the job was deleted or
-// evicted; UNAVAILABLE when the scheduler is shutting down; OUT_OF_RANGE for an offset past the
-// video's end).
-struct WatchStep {
-  enum Kind { kEvent, kWait, kEnd } kind = kWait;
-  absl::Status end_status;
 };
 
 class Scheduler {
