@@ -40,3 +40,20 @@ if ! cmp -s requirements.txt "$stamp"; then
   .venv/bin/python -m pip install -q -r requirements.txt
   cp requirements.txt "$stamp"
 fi
+# Validators of deploy/k8s (kubernetes-validate, checkov, CRD models; tests/deploy/test_deploy.py) in
+# a venv of their own, since checkov pins networkx and packaging older than torch and transformers
+# need. Skipped where deploy/ is absent (docker/Dockerfile's build stage copies only this script and
+# the requirements files before it runs).
+tools=deploy/requirements-validate.txt
+if [ -f "$tools" ]; then
+  if [ ! -x .venv/deploy/bin/python ]; then
+    echo "setup: creating .venv/deploy"
+    "$PYTHON" -m venv .venv/deploy
+  fi
+  if ! cmp -s "$tools" .venv/deploy/.radial-requirements; then
+    echo "setup: installing Python packages ($tools) into .venv/deploy"
+    .venv/deploy/bin/python -m pip install -q --upgrade pip
+    .venv/deploy/bin/python -m pip install -q -r "$tools"
+    cp "$tools" .venv/deploy/.radial-requirements
+  fi
+fi
