@@ -11,15 +11,21 @@
 #include <string>
 #include <thread>
 
-#include "radial/common/flags.h"
+#include "gpu_memory.h"
+#include "metrics_server.h"
+#include "model_manifest.h"
 #include "pipeline.h"
+#include "radial/common/flags.h"
+#include "radial/common/logging.h"
 #include "worker_client.h"
+#include "worker_metrics.h"
 
 namespace {
 
 constexpr char kUsage[] =
     "usage: radial-worker --bundle DIR [--scheduler HOST:PORT] [--device cpu|cuda|cuda:N] [--worker-id ID]\n"
-    "                     [--x264-threads N] [--drain-seconds N]\n"
+    "                     [--x264-threads N] [--drain-seconds N] [--metrics-listen HOST:PORT]\n"
+    "                     [--log-format text|json]\n"
     "                     [--tls-ca FILE [--tls-cert FILE --tls-key FILE] [--tls-server-name NAME]]\n"
     "  --bundle         model bundle written by radial_export (required; env RADIAL_BUNDLE)\n"
     "  --scheduler      radial-scheduler address (default localhost:50051; env RADIAL_SCHEDULER)\n"
@@ -29,7 +35,12 @@ constexpr char kUsage[] =
     "  --drain-seconds  on SIGTERM or SIGINT: take no new jobs and give the running one up to N s\n"
     "                   to finish, then hand it back to the scheduler and exit 0 (default 1800,\n"
     "                   0..86400; 0 hands it back at once). A second signal hands it back at once.\n"
-    "  RADIAL_LOG_LEVEL trace, debug, info (default), warn, error\n"
+    "  --metrics-listen HTTP on HOST:PORT (default: none; 127.0.0.1:0 picks a port), up before the\n"
+    "                   model loads: /metrics (Prometheus text format) and /healthz, 200 \"ok\" when\n"
+    "                   ready (idle or busy; idle also while connecting to the scheduler), else 503\n"
+    "                   (loading, warming, draining)\n"
+    "  --log-format     text (default) or json: one JSON object per line\n"
+    "  RADIAL_LOG_LEVEL trace, debug, info (default), warn, error, critical, off; another value: exit 2\n"
     "Security (the PEM files are read again at every reconnect, so rotated certificates are picked up):\n"
     "  --tls-ca         TLS to the scheduler, whose certificate must chain to this CA (PEM)\n"
     "  --tls-cert, --tls-key  this worker's certificate and key, for a scheduler with --worker-tls-ca\n"
@@ -72,11 +83,16 @@ std::string DescribeSecurity(const radial::worker::WorkerSecurity& security, boo
   return text + (token_from_flag ? ", token from --token" : ", token from RADIAL_WORKER_TOKEN");
 }
 
+// "radial-worker: metrics on http://127.0.0.1:9100/metrics": the host as given, the port as bound.
+std::string MetricsUrl(const std::string& listen, int port) {
+  return "http://" + listen.substr(0, listen.rfind(':')) + ":" + std::to_string(port) + "/metrics";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   radial::worker::WorkerOptions options;
-  std::string bundle, device = "cpu";
+  std::string bundle, device = "cpu", metrics_listen, log_format = "text";
   int64_t drain_seconds = 1800;  // a real 14B job at 720p takes tens of minutes
   if (const char* env = std::getenv("RADIAL_BUNDLE")) bundle = env;
   if (const char* env = std::getenv("RADIAL_SCHEDULER")) options.scheduler = env;
@@ -94,6 +110,8 @@ int main(int argc, char** argv) {
       {"--tls-cert", radial::common::StringFlag(&security.tls_cert_file)},
       {"--tls-key", radial::common::StringFlag(&security.tls_key_file)},
       {"--tls-server-name", radial::common::StringFlag(&security.tls_server_name)},
+      {"--metrics-listen", radial::common::StringFlag(&metrics_listen)},
+      {"--log-format", radial::common::StringFlag(&log_format)},
       {"--token",
        [&](const std::string& value) {
          security.token = value;
@@ -103,6 +121,10 @@ int main(int argc, char** argv) {
   };
   if (const auto status = radial::common::ParseFlags(argc, argv, flags, kUsage, std::cout, std::cerr)) return *status;
   HideTokenArgument(argc, argv);
+  if (const absl::Status logging = radial::common::ConfigureLogging("worker", log_format); !logging.ok()) {
+    std::cerr << "radial-worker: " << logging.message() << "\n";
+    return 2;
+  }
   if (bundle.empty()) {
     std::cerr << "--bundle: missing, expected a model bundle directory\n" << kUsage;
     return 2;
@@ -112,11 +134,42 @@ int main(int argc, char** argv) {
     std::cerr << "radial-worker: " << checked.message() << "\n";
     return 2;
   }
-  if (const char* level = std::getenv("RADIAL_LOG_LEVEL")) spdlog::set_level(spdlog::level::from_str(level));
+  // The endpoint comes up before the model loads (seconds to minutes), reading loading meanwhile;
+  // the model label needs only the manifest.
+  std::unique_ptr<radial::worker::WorkerMetrics> metrics;
+  std::unique_ptr<radial::worker::MetricsServer> metrics_server;
+  if (!metrics_listen.empty()) {
+    const auto manifest = radial::worker::LoadManifest(bundle);
+    if (!manifest.ok()) {
+      spdlog::critical("radial-worker: {}", std::string(manifest.status().message()));
+      return 1;
+    }
+    metrics =
+        std::make_unique<radial::worker::WorkerMetrics>(std::make_shared<prometheus::Registry>(), manifest->name,
+                                                        [device] { return radial::worker::ReadGpuMemory(device); });
+    auto server = radial::worker::MetricsServer::Start(metrics_listen, metrics->registry(),
+                                                       [raw = metrics.get()] { return raw->Ready(); });
+    if (!server.ok()) {
+      std::cerr << "radial-worker: " << server.status().message() << "\n";
+      return 2;
+    }
+    metrics_server = *std::move(server);
+    spdlog::info("radial-worker: metrics on {} (readiness on /healthz)",
+                 MetricsUrl(metrics_listen, metrics_server->port()));
+  }
+  const auto load_started = std::chrono::steady_clock::now();
   auto pipeline = radial::worker::Pipeline::Load(bundle, device);
   if (!pipeline.ok()) {
     spdlog::critical("radial-worker: {}", std::string(pipeline.status().message()));
     return 1;
+  }
+  const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_started).count();
+  spdlog::info("radial-worker: loaded {} on {} in {:.2f} s", (*pipeline)->manifest().name, (*pipeline)->device_name(),
+               load_seconds);
+  if (metrics != nullptr) {
+    metrics->ModelLoaded(load_seconds);
+    metrics->RefreshGpuMemory();
+    options.observer = metrics.get();  // idle from Run() on
   }
   spdlog::info("radial-worker: scheduler {}, {}", options.scheduler, DescribeSecurity(security, token_from_flag));
   radial::worker::WorkerClient worker(options, **pipeline);
@@ -132,7 +185,13 @@ int main(int argc, char** argv) {
   // that this one still sees a second signal, which cuts the drain short.
   std::thread drainer;
   bool cut_short = false;
+  auto memory_read = std::chrono::steady_clock::now();
   while (!finished) {
+    // The GPU gauges between jobs too (JobEnded refreshes them after each job).
+    if (metrics != nullptr && std::chrono::steady_clock::now() - memory_read >= std::chrono::seconds(5)) {
+      memory_read = std::chrono::steady_clock::now();
+      metrics->RefreshGpuMemory();
+    }
     const int received = signals_received.load();
     if (received >= 1 && !drainer.joinable()) {
       spdlog::info("radial-worker: {}: draining (up to {} s for the running job; a second signal stops at once)",

@@ -21,6 +21,7 @@
 #include "radial/common/echo.h"
 #include "radial/common/status_macros.h"
 #include "radial/v1/worker_service.grpc.pb.h"
+#include "step_timing.h"
 
 namespace radial::worker {
 namespace {
@@ -183,6 +184,13 @@ v1::WorkerMessage FailedMessage(const std::string& job_id, const absl::Status& s
   return message;
 }
 
+// An assignment answered with JobFailed before it ran: an outcome, no timings.
+JobRecord RefusedJob(absl::StatusCode code) {
+  JobRecord record;
+  record.code = code;
+  return record;
+}
+
 }  // namespace
 
 absl::Status CheckWorkerSecurity(const WorkerSecurity& security) {
@@ -297,6 +305,7 @@ void WorkerClient::Drain(std::chrono::seconds grace) {
     stopping_ = true;  // Run() returns after this stream and opens no other
     session = session_;
   }
+  SetDraining();
   if (session != nullptr) {
     DrainSession(*session, grace);
     std::unique_lock<std::mutex> lock(mutex_);
@@ -363,7 +372,36 @@ void WorkerClient::DrainSession(Session& session, std::chrono::seconds grace) {
   session.CloseWritesLocked();
 }
 
+void WorkerClient::SetJobRunning(bool running) {
+  std::lock_guard<std::mutex> lock(state_mutex_);
+  job_running_ = running;
+  ReportStateLocked();
+}
+
+void WorkerClient::SetDraining() {
+  std::lock_guard<std::mutex> lock(state_mutex_);
+  draining_ = true;
+  ReportStateLocked();
+}
+
+void WorkerClient::ReportStateLocked() {
+  if (options_.observer == nullptr) return;
+  options_.observer->StateChanged(draining_      ? WorkerState::kDraining
+                                  : job_running_ ? WorkerState::kBusy
+                                                 : WorkerState::kIdle);
+}
+
+void WorkerClient::ReportJob(const JobRecord& record) {
+  if (options_.observer != nullptr) options_.observer->JobEnded(record);
+}
+
 absl::Status WorkerClient::Run() {
+  {
+    // Loaded and about to dial: idle, also while connecting or reconnecting (the scheduler's
+    // radial_workers says which workers it has).
+    std::lock_guard<std::mutex> lock(state_mutex_);
+    ReportStateLocked();
+  }
   int backoff_ms = 100;
   absl::Status status;
   while (!stopping_) {
@@ -497,6 +535,7 @@ void WorkerClient::Accept(const std::shared_ptr<Session>& session, const v1::Ass
       return;
     }
     if (!session->job_id.empty()) {
+      ReportJob(RefusedJob(absl::StatusCode::kResourceExhausted));
       session->Write(
           FailedMessage(job_id, absl::ResourceExhaustedError("worker: got a second job, expected one at a time")));
       return;
@@ -505,6 +544,7 @@ void WorkerClient::Accept(const std::shared_ptr<Session>& session, const v1::Ass
       const absl::Status refused = absl::InvalidArgumentError(
           absl::StrCat("worker ", options_.worker_id, " refused the assignment: ", valid.message()));
       spdlog::warn("job_id={} refused: {}", job_id, std::string(refused.message()));
+      ReportJob(RefusedJob(refused.code()));
       session->Write(FailedMessage(job_id, refused));
       return;
     }
@@ -513,9 +553,16 @@ void WorkerClient::Accept(const std::shared_ptr<Session>& session, const v1::Ass
     session->job_handed_back = false;
     session->cancel = false;
   }
+  SetJobRunning(true);
   if (job.joinable()) job.join();  // the previous job's thread, done but for its exit
   job = std::thread([this, session, assign] {
-    const v1::WorkerMessage outcome = RunJob(*session, assign);
+    JobRecord record;
+    const v1::WorkerMessage outcome = RunJob(*session, assign, record);
+    record.code =
+        outcome.has_failed() ? static_cast<absl::StatusCode>(outcome.failed().error().code()) : absl::StatusCode::kOk;
+    // Counted, and idle, before the scheduler hears the outcome (and may assign the next job).
+    ReportJob(record);
+    SetJobRunning(false);
     {
       std::lock_guard<std::mutex> lock(session->mutex);
       session->job_id.clear();
@@ -536,7 +583,7 @@ void WorkerClient::Accept(const std::shared_ptr<Session>& session, const v1::Ass
   });
 }
 
-v1::WorkerMessage WorkerClient::RunJob(Session& session, const v1::Assign& assign) {
+v1::WorkerMessage WorkerClient::RunJob(Session& session, const v1::Assign& assign, JobRecord& record) {
   const std::string& job_id = assign.job_id();
   const v1::GenerateRequest& request = assign.request();
   spdlog::info("job_id={} started on worker {} (attempt {}): {}x{}x{} steps={}", job_id, options_.worker_id,
@@ -573,8 +620,10 @@ v1::WorkerMessage WorkerClient::RunJob(Session& session, const v1::Assign& assig
   });
   if (!encoder.ok()) return failure(encoder.status());
   double encode_seconds = 0;
+  StepTimer steps;
   GenerationCallbacks callbacks;
   callbacks.progress = [&](Stage stage, int64_t step, int64_t total) {
+    steps.Progress(stage, step, Clock::now());  // first: the write below may wait for the stream
     v1::WorkerMessage message;
     message.mutable_progress()->set_job_id(job_id);
     message.mutable_progress()->mutable_progress()->set_stage(ToProtoStage(stage));
@@ -591,6 +640,10 @@ v1::WorkerMessage WorkerClient::RunJob(Session& session, const v1::Assign& assig
   callbacks.cancelled = [&] { return session.cancel.load(); };
   const auto report = pipeline_.Generate(params, callbacks);
   if (!report.ok()) return failure(report.status());
+  // Only now is it known whether the whole generation ran dense (a fallback): the step times were
+  // kept until here.
+  record.mask_density = report->mask_density;
+  record.steps = steps.Steps(params, report->text_encode_seconds, report->radial_fell_back);
   const auto start = Clock::now();
   if (absl::Status finished = (*encoder)->Finish(); !finished.ok()) return failure(finished);
   encode_seconds += std::chrono::duration<double>(Clock::now() - start).count();
@@ -606,6 +659,10 @@ v1::WorkerMessage WorkerClient::RunJob(Session& session, const v1::Assign& assig
   stats.set_mask_density(report->mask_density);
   *stats.mutable_radial() = request.radial();
   if (report->radial_fell_back) stats.mutable_radial()->set_dense(true);
+  record.stages = JobStageSeconds{.text_encode = stats.text_encode_seconds(),
+                                  .denoise = stats.denoise_seconds(),
+                                  .decode = stats.decode_seconds(),
+                                  .encode = stats.encode_seconds()};
   spdlog::info("job_id={} done: {} frames, {} bytes, denoise {:.2f} s, decode {:.2f} s, encode {:.2f} s", job_id,
                stats.frames(), stats.video_bytes(), stats.denoise_seconds(), stats.decode_seconds(),
                stats.encode_seconds());

@@ -30,6 +30,7 @@
 
 #include "absl/status/status.h"
 #include "pipeline.h"
+#include "worker_observer.h"
 
 namespace radial::v1 {
 class Assign;
@@ -69,6 +70,9 @@ struct WorkerOptions {
   // Drain: how long the scheduler gets to end the stream after the worker half-closed it, before
   // the worker cancels the call itself.
   int drain_close_ms = 10000;
+  // Told the worker's state and each job's outcome and timings (worker_observer.h); not owned, must
+  // outlive the WorkerClient. nullptr: nothing is reported.
+  WorkerObserver* observer = nullptr;
 };
 
 class WorkerClient {
@@ -103,11 +107,18 @@ class WorkerClient {
   void Accept(const std::shared_ptr<Session>& session, const v1::Assign& assign, std::thread& job);
   // Runs one job, streaming progress and chunks; returns its last message (done or failed), which
   // the job thread sends only after marking the worker idle, so the scheduler's next Assign finds
-  // it so.
-  v1::WorkerMessage RunJob(Session& session, const v1::Assign& assign);
+  // it so. Fills `record`'s timings for the observer (the job thread sets its code).
+  v1::WorkerMessage RunJob(Session& session, const v1::Assign& assign, JobRecord& record);
   // Drain()'s work on the stream of `session`: Draining, the wait, the hand back, the half-close.
   void DrainSession(Session& session, std::chrono::seconds grace);
   Clock::time_point DrainDeadline() const;
+  // The state the observer sees follows from two facts, changed and reported under state_mutex_
+  // (taken last, after any other lock) so that the observer hears concurrent changes in the
+  // order they were made: draining wins, then a running job (busy), else idle.
+  void SetJobRunning(bool running);
+  void SetDraining();
+  void ReportStateLocked();
+  void ReportJob(const JobRecord& record);
 
   WorkerOptions options_;
   Pipeline& pipeline_;
@@ -122,6 +133,9 @@ class WorkerClient {
   std::shared_ptr<Session> session_;          // the live stream, for Stop() and Drain()
   bool drain_started_ = false;
   bool drain_finished_ = false;
+  std::mutex state_mutex_;  // guards the two below
+  bool job_running_ = false;
+  bool draining_ = false;
 };
 
 }  // namespace radial::worker
