@@ -12,7 +12,7 @@
 #include <thread>
 
 #include "gpu_memory.h"
-#include "metrics_server.h"
+#include "radial/common/metrics_server.h"
 #include "model_manifest.h"
 #include "pipeline.h"
 #include "radial/common/flags.h"
@@ -137,7 +137,7 @@ int main(int argc, char** argv) {
   // The endpoint comes up before the model loads (seconds to minutes), reading loading meanwhile;
   // the model label needs only the manifest.
   std::unique_ptr<radial::worker::WorkerMetrics> metrics;
-  std::unique_ptr<radial::worker::MetricsServer> metrics_server;
+  std::unique_ptr<radial::common::MetricsServer> metrics_server;
   if (!metrics_listen.empty()) {
     const auto manifest = radial::worker::LoadManifest(bundle);
     if (!manifest.ok()) {
@@ -147,7 +147,7 @@ int main(int argc, char** argv) {
     metrics =
         std::make_unique<radial::worker::WorkerMetrics>(std::make_shared<prometheus::Registry>(), manifest->name,
                                                         [device] { return radial::worker::ReadGpuMemory(device); });
-    auto server = radial::worker::MetricsServer::Start(metrics_listen, metrics->registry(),
+    auto server = radial::common::MetricsServer::Start(metrics_listen, metrics->registry(),
                                                        [raw = metrics.get()] { return raw->Ready(); });
     if (!server.ok()) {
       std::cerr << "radial-worker: " << server.status().message() << "\n";

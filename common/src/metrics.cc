@@ -2,7 +2,6 @@
 
 #include <prometheus/gauge.h>
 
-#include <exception>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -23,25 +22,23 @@ const char* BuildVersion() { return RADIAL_BUILD_VERSION; }
 
 absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(const std::string& listen,
                                                                         std::shared_ptr<prometheus::Registry> registry,
-                                                                        const std::string& component) {
+                                                                        const std::string& component,
+                                                                        std::function<absl::Status()> health) {
   std::unique_ptr<MetricsEndpoint> endpoint(new MetricsEndpoint());
-  endpoint->registry_ = std::move(registry);
   prometheus::BuildGauge()
       .Name("radial_build_info")
       .Help("Always 1; the labels say which build of which component this is")
-      .Register(*endpoint->registry_)
+      .Register(*registry)
       .Add({{"component", component}, {"version", BuildVersion()}})
       .Set(1);
-  try {
-    endpoint->exposer_ = std::make_unique<prometheus::Exposer>(listen);
-  } catch (const std::exception& error) {
-    return absl::UnavailableError(
-        absl::StrCat("metrics-listen: got '", listen, "', expected a host:port this process can bind (", error.what(), ")"));
+  absl::StatusOr<std::unique_ptr<MetricsServer>> server = MetricsServer::Start(listen, std::move(registry), std::move(health));
+  if (!server.ok()) {
+    return absl::Status(server.status().code(), absl::StrCat("metrics-listen: ", server.status().message()));
   }
-  endpoint->exposer_->RegisterCollectable(endpoint->registry_);
-  const std::vector<int> ports = endpoint->exposer_->GetListeningPorts();
-  endpoint->port_ = ports.empty() ? 0 : ports.front();
+  endpoint->server_ = *std::move(server);
   return endpoint;
 }
+
+int MetricsEndpoint::port() const { return server_->port(); }
 
 }  // namespace radial::common

@@ -1,10 +1,10 @@
 // radial-standalone: the scheduler and one embedded worker in one process, for a first run, the demo
 // and tests. Same flags as radial-scheduler plus the worker's bundle and device; without --data-dir
 // the jobs live in a temporary directory that is removed at exit.
+#include <ftw.h>
 #include <spdlog/spdlog.h>
+#include <stdio.h>
 #include <stdlib.h>
-
-#include <filesystem>
 #include <iostream>
 #include <map>
 #include <string>
@@ -14,6 +14,24 @@
 #include "radial/common/logging.h"
 #include "server_flags.h"
 #include "worker_client.h"
+
+namespace {
+
+// Removes a directory tree with POSIX calls: std::filesystem is out of bounds in this binary, since
+// libtorch.so exports its own copies of std::filesystem functions that win over libstdc++'s (its
+// remove_all crashed at exit).
+void RemoveTree(const std::string& path) {
+  nftw(
+      path.c_str(),
+      [](const char* entry, const struct stat*, int, struct FTW*) {
+        (void)::remove(entry);  // best effort: keep going past an entry that will not go
+        return 0;
+      },
+      16,
+      FTW_DEPTH | FTW_PHYS);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   radial::server::InstallSignalHandlers();
@@ -52,7 +70,8 @@ int main(int argc, char** argv) {
   }
   std::string temporary_dir;
   if (config.data_dir.empty()) {
-    std::string pattern = (std::filesystem::temp_directory_path() / "radial-standalone-XXXXXX").string();
+    const char* tmp = std::getenv("TMPDIR");
+    std::string pattern = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/radial-standalone-XXXXXX";
     if (mkdtemp(pattern.data()) == nullptr) {
       spdlog::critical("radial-standalone: cannot create a temporary data directory {}", pattern);
       return 1;
@@ -96,9 +115,6 @@ int main(int argc, char** argv) {
       (*server)->Shutdown();
     }
   }
-  if (!temporary_dir.empty()) {
-    std::error_code ignored;
-    std::filesystem::remove_all(temporary_dir, ignored);
-  }
+  if (!temporary_dir.empty()) RemoveTree(temporary_dir);
   return exit_code;
 }

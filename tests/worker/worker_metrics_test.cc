@@ -30,7 +30,7 @@
 #include <thread>
 #include <vector>
 
-#include "metrics_server.h"
+#include "radial/common/metrics_server.h"
 #include "radial/v1/worker_service.grpc.pb.h"
 #include "step_timing.h"
 #include "tests/integration/process.h"
@@ -40,6 +40,7 @@ namespace radial::worker {
 namespace {
 
 using namespace std::chrono_literals;
+using common::MetricsServer;
 using Clock = std::chrono::steady_clock;
 
 constexpr char kModel[] = "wan-test";

@@ -1,16 +1,18 @@
 // The /metrics endpoint every radial process serves on its own port (--metrics-listen), in the
-// Prometheus text format, through prometheus-cpp's pull exposer. Families follow Prometheus naming:
+// Prometheus text format (metrics_server.h; prometheus-cpp's core library for the registry). Families follow Prometheus naming:
 // a radial_ prefix, base units (_seconds, _bytes), counters ending in _total, labels only from small
 // fixed sets (model, code, priority band, stage, attention mode, state): never job ids or prompts.
 #ifndef RADIAL_COMMON_METRICS_H_
 #define RADIAL_COMMON_METRICS_H_
 
-#include <prometheus/exposer.h>
 #include <prometheus/registry.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "radial/common/metrics_server.h"
 
 #include "absl/status/statusor.h"
 
@@ -25,18 +27,19 @@ std::vector<double> IoBuckets();
 
 class MetricsEndpoint {
  public:
-  // Serves `registry` on http://HOST:PORT/metrics ("127.0.0.1:0" picks a free port). Adds
-  // radial_build_info{component, version}. UNAVAILABLE when the address cannot be bound.
+  // Serves `registry` on http://HOST:PORT/metrics ("127.0.0.1:0" picks a free port), and /healthz
+  // (200 while `health` returns OK; no health given: always 200). Adds
+  // radial_build_info{component, version}. INVALID_ARGUMENT / UNAVAILABLE for an address that is
+  // malformed / cannot be bound.
   static absl::StatusOr<std::unique_ptr<MetricsEndpoint>> Start(const std::string& listen,
                                                                 std::shared_ptr<prometheus::Registry> registry,
-                                                                const std::string& component);
-  int port() const { return port_; }
+                                                                const std::string& component,
+                                                                std::function<absl::Status()> health = nullptr);
+  int port() const;
 
  private:
   MetricsEndpoint() = default;
-  std::unique_ptr<prometheus::Exposer> exposer_;
-  std::shared_ptr<prometheus::Registry> registry_;
-  int port_ = 0;
+  std::unique_ptr<MetricsServer> server_;
 };
 
 // The version the build was configured with (git describe at configure time).

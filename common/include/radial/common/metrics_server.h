@@ -1,18 +1,18 @@
-// radial-worker's HTTP endpoint (--metrics-listen): GET /metrics, the registry in the Prometheus
-// text format, and GET /healthz, the worker's readiness as a status code for a kubelet probe.
+// The HTTP endpoint of every radial process (--metrics-listen): GET /metrics, the registry in the
+// Prometheus text format, and GET /healthz, readiness as a status code for a kubelet probe.
 //
-// Why not common::MetricsEndpoint (prometheus-cpp's Exposer): Debian's civetweb, under the
-// Exposer, starts its threads with a fixed 100 KiB stack, and glibc carves every thread's static
-// TLS out of its stack; LibTorch and the CUDA libraries it loads need about 190 KiB of static TLS,
-// so in any process that links LibTorch pthread_create fails (EINVAL) and the Exposer throws. Its
-// handler also answers 200 whatever a gauge says, so it could not serve a probe anyway.
+// Why not prometheus-cpp's pull Exposer: Debian's civetweb, under it, starts its threads with a
+// fixed 100 KiB stack, and glibc carves every thread's static TLS out of its stack; LibTorch and
+// the CUDA libraries it loads need about 190 KiB of static TLS, so in any process that links
+// LibTorch (radial-worker, radial-standalone) pthread_create fails (EINVAL) and the Exposer
+// throws. Its handler also answers 200 whatever a gauge says, so it could not serve a probe.
 //
 // One thread serves one connection at a time (a scrape and a probe are small): a request must
 // arrive within 2 s and fit in 8 KiB, the answer is written with a 2 s send timeout, then the
 // connection is closed (HTTP/1.0 style). No TLS, no authentication: bind it to an address only
 // the scraper and the kubelet reach.
-#ifndef RADIAL_WORKER_METRICS_SERVER_H_
-#define RADIAL_WORKER_METRICS_SERVER_H_
+#ifndef RADIAL_COMMON_METRICS_SERVER_H_
+#define RADIAL_COMMON_METRICS_SERVER_H_
 
 #include <prometheus/registry.h>
 
@@ -24,7 +24,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
-namespace radial::worker {
+namespace radial::common {
 
 class MetricsServer {
  public:
@@ -58,6 +58,6 @@ class MetricsServer {
   std::thread thread_;
 };
 
-}  // namespace radial::worker
+}  // namespace radial::common
 
-#endif  // RADIAL_WORKER_METRICS_SERVER_H_
+#endif  // RADIAL_COMMON_METRICS_SERVER_H_

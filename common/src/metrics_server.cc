@@ -1,4 +1,4 @@
-#include "metrics_server.h"
+#include "radial/common/metrics_server.h"
 
 #include <fcntl.h>
 #include <netdb.h>
@@ -16,7 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "radial/common/echo.h"
 
-namespace radial::worker {
+namespace radial::common {
 namespace {
 
 constexpr size_t kMaxRequestBytes = 8 << 10;
@@ -196,4 +196,4 @@ void MetricsServer::Answer(int connection) {
   }
 }
 
-}  // namespace radial::worker
+}  // namespace radial::common
