@@ -14,6 +14,7 @@ APT_PACKAGES=(
   prometheus-cpp-dev                                          # /metrics
   libavformat-dev libavcodec-dev libavutil-dev libswscale-dev ffmpeg  # worker encoder, ffprobe in tests
   libsentencepiece-dev nlohmann-json3-dev                     # worker tokenizer, bundle manifest
+  buildah debootstrap                                         # image tests (tests/deploy/test_images.py)
   prometheus                                                  # promtool and a server for tests/deploy
 )
 missing=()
@@ -39,6 +40,13 @@ if ! cmp -s requirements.txt "$stamp"; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r requirements.txt
   cp requirements.txt "$stamp"
+fi
+# Linters of docker/ (hadolint), pinned apart from requirements.txt, with their own stamp.
+lint_stamp=.venv/.radial-requirements-lint
+if ! cmp -s docker/requirements-lint.txt "$lint_stamp"; then
+  echo "setup: installing Python packages (docker/requirements-lint.txt) into .venv"
+  .venv/bin/python -m pip install -q -r docker/requirements-lint.txt
+  cp docker/requirements-lint.txt "$lint_stamp"
 fi
 # Validators of deploy/k8s (kubernetes-validate, checkov, CRD models; tests/deploy/test_deploy.py) in
 # a venv of their own, since checkov pins networkx and packaging older than torch and transformers
