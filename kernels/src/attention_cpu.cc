@@ -32,7 +32,9 @@ std::tuple<at::Tensor, at::Tensor> AttentionLseCpu(const at::Tensor& q, const at
         ranges.emplace_back(begin, end);
       }
     }
-    if (ranges.empty()) continue;  // the row attends nothing: out stays 0, lse -inf
+    // Not reached for radial or dense plans (every row keeps a tile, docs/radial-attention.md); a
+    // row without tiles attends nothing: out stays 0, lse -inf.
+    if (ranges.empty()) continue;
     at::Tensor keys, values;
     if (ranges.size() == 1) {
       keys = kh.narrow(2, ranges[0].first, ranges[0].second - ranges[0].first);

@@ -12,7 +12,8 @@ enum class ElementType { kBFloat16, kFloat16 };
 // q, k, v are [batch, tokens, heads, head_dim] with unit stride on head_dim and any other strides
 // (in elements). o is written [batch, tokens, heads, head_dim] with its own strides; lse is
 // [batch, heads, tokens] contiguous fp32 (natural log). Query rows whose tile row keeps no tile
-// get o = 0 and lse = -inf.
+// get o = 0 and lse = -inf; the radial and dense masks have no such row (docs/radial-attention.md,
+// the diagonal rule), so this is only for CSRs built otherwise.
 struct AttentionParams {
   const void* q = nullptr;
   const void* k = nullptr;

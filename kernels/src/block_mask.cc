@@ -70,6 +70,16 @@ void LightPair(const MaskGeometry& g, int64_t i, int64_t j, int64_t w, BlockMask
   }
 }
 
+// The diagonal rule of docs/radial-attention.md: a tile row that no frame pair lit keeps tile
+// (a, a), in full, so each of its queries attends at least its own key. Rows that some pair lit
+// are left exactly as the pairs made them.
+void KeepDiagonalOfEmptyRows(BlockMask& mask) {
+  for (int64_t a = 0; a < mask.tiles; ++a) {
+    uint8_t* row = &mask.kept[a * mask.tiles];
+    if (std::find(row, row + mask.tiles, uint8_t{1}) == row + mask.tiles) row[a] = 1;
+  }
+}
+
 }  // namespace
 
 std::string ValidateMaskGeometry(const MaskGeometry& g) {
@@ -120,6 +130,7 @@ BlockMask BuildRadialMask(const MaskGeometry& g) {
       LightPair(g, i, j, w, mask);
     }
   }
+  KeepDiagonalOfEmptyRows(mask);
   return mask;
 }
 

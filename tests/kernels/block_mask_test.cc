@@ -1,6 +1,7 @@
 // Tests for the radial tile mask (radial/kernels/block_mask.h) against the rule in
-// shared/radial-attention.md: the published density table and toy rows, small cases worked by hand,
-// and ragged geometries against a literal brute-force restatement of the rule written here.
+// docs/radial-attention.md: the published density table and toy rows, small cases worked by hand,
+// and ragged geometries against a literal brute-force restatement of the rule written here (the
+// frame-pair steps, then the diagonal rule for tile rows the pairs leave empty).
 #include "radial/kernels/block_mask.h"
 
 #include <gtest/gtest.h>
@@ -76,9 +77,10 @@ void ExpectMaskPicture(const BlockMask& mask, const std::vector<std::string>& pi
 }
 
 // ---------------------------------------------------------------------------------------------
-// Brute-force restatement of the rule: build each frame pair's s x s token mask, accumulate its
-// per-column counts on the global B-grid and decide each touched tile with exact integer
-// arithmetic. O(n^2): small geometries only.
+// Brute-force restatement of the frame-pair steps of the rule (everything except the diagonal
+// rule): for each frame pair, test every token (k, l) of its s x s rectangle against the band,
+// accumulate per-column counts on the global B-grid and decide each touched tile with exact integer
+// arithmetic. O(f^2 s^2): small geometries only.
 
 int BitLength(int64_t x) {
   int bits = 0;
@@ -104,7 +106,7 @@ int64_t PairHalfWidth(const MaskGeometry& g, int64_t i, int64_t j) {
   return l >= static_cast<double>(g.block) ? static_cast<int64_t>(std::floor(l)) : g.block;
 }
 
-BlockMask BruteForceMask(const MaskGeometry& g) {
+BlockMask BruteForcePairRule(const MaskGeometry& g) {
   const int64_t s = g.tokens_per_frame;
   const int64_t n = g.frames * s;
   const int64_t b = g.block;
@@ -113,24 +115,22 @@ BlockMask BruteForceMask(const MaskGeometry& g) {
   mask.tiles = tiles;
   mask.kept.assign(tiles * tiles, 0);
 
-  std::vector<uint8_t> pair_on(s * s);
-  std::vector<int32_t> column_count(tiles * n);  // [tile row][global column], one pair at a time
+  // [tile row][global column] on counts of one pair; only the pair's own tile rows are used.
+  std::vector<int32_t> column_count(tiles * n);
   for (int64_t i = 0; i < g.frames; ++i) {
     for (int64_t j = 0; j < g.frames; ++j) {
       const int64_t w = PairHalfWidth(g, i, j);
       if (w < 0) continue;
-      for (int64_t k = 0; k < s; ++k) {
-        for (int64_t l = 0; l < s; ++l) pair_on[k * s + l] = std::llabs(k - l) <= w ? 1 : 0;
-      }
-      std::fill(column_count.begin(), column_count.end(), 0);
-      for (int64_t k = 0; k < s; ++k) {
-        const int64_t tile_row = (i * s + k) / b;
-        for (int64_t l = 0; l < s; ++l) {
-          if (pair_on[k * s + l]) ++column_count[tile_row * n + j * s + l];
-        }
-      }
       const int64_t row_first = (i * s) / b, row_last = ((i + 1) * s - 1) / b;
       const int64_t col_first = (j * s) / b, col_last = ((j + 1) * s - 1) / b;
+      const int64_t clear_begin = col_first * b, clear_end = std::min((col_last + 1) * b, n);
+      for (int64_t a = row_first; a <= row_last; ++a) {
+        std::fill(column_count.begin() + a * n + clear_begin, column_count.begin() + a * n + clear_end, 0);
+      }
+      for (int64_t k = 0; k < s; ++k) {
+        int32_t* count = &column_count[((i * s + k) / b) * n + j * s];
+        for (int64_t l = 0; l < s; ++l) count[l] += std::llabs(k - l) <= w ? 1 : 0;
+      }
       for (int64_t a = row_first; a <= row_last; ++a) {
         for (int64_t c = col_first; c <= col_last; ++c) {
           int64_t nonzero = 0, high = 0;
@@ -147,8 +147,35 @@ BlockMask BruteForceMask(const MaskGeometry& g) {
   return mask;
 }
 
+bool RowEmpty(const BlockMask& mask, int64_t row) { return CountRow(mask, row, 0, mask.tiles) == 0; }
+
+// The diagonal rule, checked against the pair rule's mask: a tile row the pairs left empty keeps
+// exactly its diagonal tile, every other row is unchanged. Returns the number of rows that got
+// their diagonal this way; reports at most a few mismatches.
+int64_t ExpectPairRuleThenDiagonal(const BlockMask& got, const BlockMask& pair_rule) {
+  EXPECT_EQ(got.tiles, pair_rule.tiles);
+  EXPECT_EQ(got.kept.size(), pair_rule.kept.size());
+  if (got.tiles != pair_rule.tiles || got.kept.size() != pair_rule.kept.size()) return 0;
+  int64_t mismatches = 0, diagonal_rows = 0;
+  for (int64_t a = 0; a < got.tiles; ++a) {
+    const bool empty = RowEmpty(pair_rule, a);
+    diagonal_rows += empty ? 1 : 0;
+    for (int64_t c = 0; c < got.tiles; ++c) {
+      const bool expected = empty ? c == a : pair_rule.at(a, c);
+      if (got.at(a, c) != expected && ++mismatches <= 5) {
+        ADD_FAILURE() << "tile (" << a << "," << c << "): got " << got.at(a, c) << ", expected "
+                      << expected << (empty ? " (row empty under the pair rule: diagonal only)" : "");
+      }
+    }
+  }
+  EXPECT_EQ(mismatches, 0);
+  EXPECT_TRUE(got.EveryRowKept());
+  return diagonal_rows;
+}
+
 // ---------------------------------------------------------------------------------------------
-// The density table of shared/radial-attention.md (B = 128).
+// The density table of docs/radial-attention.md (B = 128). These geometries have no tile row that
+// the pair rule leaves empty, so the diagonal rule changes nothing in them.
 
 TEST(BlockMaskDensityTable, Wan768Decay02SinkOn) {
   const BlockMask mask = BuildRadialMask(Geometry(18, 3840, 0.2, true));
@@ -271,19 +298,48 @@ TEST(BlockMaskHandChecked, RaggedTilesStraddlingFrames) {
 }
 
 // f=3, s=90, B=128: n=270, the last tile row has 14 rows and 3*14 < 128, so no pair can light
-// any tile in it: those queries attend nothing. (0,2): frame 0 x frame 2 is dropped (d=2, L0=32)
-// and frame 1's 38 rows of tile row 0 are too few against frame 2's columns.
-TEST(BlockMaskHandChecked, ShortLastTileRowIsEmpty) {
-  ExpectMaskPicture(BuildRadialMask(Geometry(3, 90, 1.0, false)), {"##.", "###", "..."});
+// any tile in it; the diagonal rule gives it tile 2 (tokens 256..269, the row's own keys).
+// (0,2): frame 0 x frame 2 is dropped (d=2, L0=32) and frame 1's 38 rows of tile row 0 are too few
+// against frame 2's columns. Row 2 does not get (2,1): only the diagonal is added.
+TEST(BlockMaskHandChecked, ShortLastTileRowKeepsItsDiagonal) {
+  ExpectMaskPicture(BruteForcePairRule(Geometry(3, 90, 1.0, false)), {"##.", "###", "..."});
+  ExpectMaskPicture(BuildRadialMask(Geometry(3, 90, 1.0, false)), {"##.", "###", "..#"});
 }
 
-// Frames shorter than B/3 tokens can never give a column count above B/3: the mask is empty.
-TEST(BlockMaskHandChecked, TinyFramesGiveEmptyMask) {
+// Frames shorter than B/3 tokens can never give a column count above B/3, so no pair lights any
+// tile: every row keeps its diagonal tile and nothing else.
+TEST(BlockMaskHandChecked, TinyFramesKeepOnlyTheDiagonal) {
   const BlockMask mask = BuildRadialMask(Geometry(6, 40, 1.0, true));
   ASSERT_EQ(mask.tiles, 2);
-  EXPECT_EQ(CountKept(mask), 0);
-  EXPECT_EQ(mask.count(), 0);
-  EXPECT_EQ(mask.density(), 0.0);
+  EXPECT_EQ(CountKept(BruteForcePairRule(Geometry(6, 40, 1.0, true))), 0);
+  ExpectMaskPicture(mask, {"#.", ".#"});
+  EXPECT_EQ(mask.count(), 2);
+  EXPECT_DOUBLE_EQ(mask.density(), 0.5);
+}
+
+// The diagonal tile is kept in full (no masking inside a kept tile), even where it holds frame
+// pairs that the pair rule drops. f=5, s=16, B=64: tile 0 holds frames 0..3, tile 1 frame 4.
+// Pair (0,3) is decimated away (d=3: P=32, L0=8, keep only d % 16 == 0), yet (0,0) is kept, so a
+// query of frame 0 attends frame 3's keys; and frame 4 does not see frame 0 although the sink is on.
+TEST(BlockMaskHandChecked, DiagonalTileIsKeptWhole) {
+  ExpectMaskPicture(BruteForcePairRule(Geometry(5, 16, 1.0, true, 64)), {"..", ".."});
+  ExpectMaskPicture(BuildRadialMask(Geometry(5, 16, 1.0, true, 64)), {"#.", ".#"});
+  ExpectMaskPicture(BuildRadialMask(Geometry(5, 16, 1.0, false, 64)), {"#.", ".#"});
+}
+
+// f=5, s=206, B=64: n=1030, the last tile row holds 6 tokens. Only that row was empty; it keeps
+// tile 16 and every other row is the pair rule's.
+TEST(BlockMaskHandChecked, TinyRaggedTailKeepsItsDiagonal) {
+  const MaskGeometry g = Geometry(5, 206, 1.0, false, 64);
+  const BlockMask pair_rule = BruteForcePairRule(g);
+  ASSERT_EQ(pair_rule.tiles, 17);
+  for (int64_t a = 0; a < 16; ++a) EXPECT_FALSE(RowEmpty(pair_rule, a)) << "row " << a;
+  ASSERT_TRUE(RowEmpty(pair_rule, 16));
+  const BlockMask mask = BuildRadialMask(g);
+  EXPECT_EQ(ExpectPairRuleThenDiagonal(mask, pair_rule), 1);
+  EXPECT_EQ(CountRow(mask, 16, 0, 17), 1);
+  EXPECT_TRUE(mask.at(16, 16));
+  EXPECT_EQ(mask.count(), pair_rule.count() + 1);
 }
 
 // One frame, or frames within distance 1 of each other: everything is full.
@@ -356,21 +412,7 @@ class BlockMaskBruteForceTest : public ::testing::TestWithParam<MaskGeometry> {}
 TEST_P(BlockMaskBruteForceTest, MatchesLiteralRule) {
   const MaskGeometry g = GetParam();
   ASSERT_EQ(ValidateMaskGeometry(g), "");
-  const BlockMask expected = BruteForceMask(g);
-  const BlockMask got = BuildRadialMask(g);
-  ASSERT_EQ(got.tiles, expected.tiles);
-  ASSERT_EQ(got.kept.size(), expected.kept.size());
-  int64_t mismatches = 0;
-  for (int64_t a = 0; a < got.tiles; ++a) {
-    for (int64_t b = 0; b < got.tiles; ++b) {
-      if (got.at(a, b) != expected.at(a, b) && ++mismatches <= 10) {
-        ADD_FAILURE() << "tile (" << a << "," << b << "): got " << got.at(a, b) << ", expected "
-                      << expected.at(a, b);
-      }
-    }
-  }
-  EXPECT_EQ(mismatches, 0);
-  EXPECT_EQ(got.count(), CountKept(expected));
+  ExpectPairRuleThenDiagonal(BuildRadialMask(g), BruteForcePairRule(g));
 }
 
 std::string GeometryName(const ::testing::TestParamInfo<MaskGeometry>& info) {
@@ -516,21 +558,71 @@ void ExpectCsrMatches(const BlockMask& mask) {
   }
 }
 
-TEST(BlockMaskRows, EveryRowKeptTellsWhetherSomeQueryTileAttendsNothing) {
-  EXPECT_TRUE(BuildRadialMask(Geometry(21, 1560, 0.2, true)).EveryRowKept());
-  EXPECT_TRUE(BuildDenseMask(Geometry(5, 16, 1.0, true, 64)).EveryRowKept());
-  // 16 tokens per frame with 64-token tiles: a tile holds 4 frames, each under block/3 of it, so no
-  // pair lights it (the worker's 64x64 minimum; it runs such sizes dense).
-  const BlockMask sparse = BuildRadialMask(Geometry(5, 16, 1.0, true, 64));
-  EXPECT_FALSE(sparse.EveryRowKept());
-  bool some_row_empty = false;
-  for (int64_t row = 0; row < sparse.tiles; ++row) {
-    bool any = false;
-    for (int64_t col = 0; col < sparse.tiles; ++col) any = any || sparse.at(row, col);
-    some_row_empty = some_row_empty || !any;
+// EveryRowKept stays true for every radial mask (the diagonal rule), including the geometries that
+// used to leave rows empty, and is false for a mask with an empty row built by hand.
+TEST(BlockMaskRows, EveryRowKeptHoldsForRadialMasks) {
+  for (const MaskGeometry& g :
+       {Geometry(21, 1560, 0.2, true), Geometry(18, 3840, 0.2, true, 64), Geometry(5, 16, 1.0, true, 64),
+        Geometry(3, 90, 1.0, false), Geometry(6, 40, 1.0, true), Geometry(5, 206, 0.2, true, 128),
+        Geometry(1, 1, 1.0, false, 128), Geometry(8, 1, 0.2, false, 64)}) {
+    SCOPED_TRACE(Describe(g));
+    EXPECT_TRUE(BuildRadialMask(g).EveryRowKept());
+    EXPECT_TRUE(BuildDenseMask(g).EveryRowKept());
   }
-  EXPECT_TRUE(some_row_empty);
+  BlockMask custom;
+  custom.tiles = 2;
+  custom.kept = {1, 1, 0, 0};
+  EXPECT_FALSE(custom.EveryRowKept());
 }
+
+// The property sweep: every small geometry (1..8 frames, 1..300 tokens per frame, B = 64 and 128,
+// sink on and off) against the brute force, with decays cycled through a list so that every decay
+// meets every kind of geometry across the sweep. Every row of the mask keeps a tile; rows the pair
+// rule left empty got their diagonal tile and nothing else; all other rows are the pair rule's;
+// every diagonal tile is kept.
+struct SweepCase {
+  int64_t block;
+  bool sink;
+};
+
+class BlockMaskSmallGeometrySweep : public ::testing::TestWithParam<SweepCase> {};
+
+TEST_P(BlockMaskSmallGeometrySweep, PairRuleThenDiagonal) {
+  const std::vector<double> decays = {1.0, 0.2, 0.5, 0.95, 2.0, 4.0, 0.05};
+  const SweepCase sweep = GetParam();
+  int64_t geometries = 0, geometries_with_diagonal_rows = 0, diagonal_rows = 0;
+  for (int64_t frames = 1; frames <= 8; ++frames) {
+    for (int64_t s = 1; s <= 300; ++s) {
+      const double decay = decays[(frames * 300 + s) % decays.size()];
+      const MaskGeometry g = Geometry(frames, s, decay, sweep.sink, sweep.block);
+      SCOPED_TRACE(Describe(g));
+      const BlockMask mask = BuildRadialMask(g);
+      ASSERT_EQ(mask.tiles, g.tiles());
+      const int64_t added = ExpectPairRuleThenDiagonal(mask, BruteForcePairRule(g));
+      // Any lit tile needs more than B/3 rows of one frame in its row, and then that frame's d = 0
+      // pair lights the diagonal: so with the diagonal rule every diagonal tile is kept.
+      for (int64_t a = 0; a < mask.tiles; ++a) ASSERT_TRUE(mask.at(a, a)) << "diagonal " << a;
+      ASSERT_FALSE(::testing::Test::HasFailure());
+      ++geometries;
+      geometries_with_diagonal_rows += added > 0 ? 1 : 0;
+      diagonal_rows += added;
+    }
+  }
+  std::cout << "B=" << sweep.block << " sink=" << (sweep.sink ? "on" : "off") << ": " << geometries
+            << " geometries, " << geometries_with_diagonal_rows << " with rows the pair rule left empty ("
+            << diagonal_rows << " rows)\n";
+  // The sweep is only a test of the diagonal rule if it meets many such geometries.
+  EXPECT_GT(geometries_with_diagonal_rows, 100);
+}
+
+std::string SweepName(const ::testing::TestParamInfo<SweepCase>& info) {
+  return "B" + std::to_string(info.param.block) + (info.param.sink ? "_sink" : "_nosink");
+}
+
+INSTANTIATE_TEST_SUITE_P(Sweep, BlockMaskSmallGeometrySweep,
+                         ::testing::Values(SweepCase{64, false}, SweepCase{64, true}, SweepCase{128, false},
+                                           SweepCase{128, true}),
+                         SweepName);
 
 TEST(BlockMaskCsr, RoundTripsAndOrdersRows) {
   for (const MaskGeometry& g :

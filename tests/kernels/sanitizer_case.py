@@ -20,10 +20,13 @@ LIBRARY = os.environ.get("RADIAL_OPS_LIBRARY", str(REPO / "build" / "kernels" / 
 ENV_KERNEL = "RADIAL_ATTENTION_KERNEL"
 
 # (label, frames, tokens_per_frame, batch, heads, head_dim, block, decay, sink, dense)
+# The first and last cases have tile rows that keep only their diagonal tile (docs/radial-attention.md):
+# a ragged 6-token last tile, and n = 80 (one tile smaller than a TMA box).
 CASES = [
     ("bf16 d128 ragged n=1030", 5, 206, 2, 2, 128, 128, 0.2, True, False),
     ("bf16 d64 block64 n=1000", 5, 200, 2, 2, 64, 64, 1.0, False, False),
     ("bf16 d128 dense n=1000", 5, 200, 2, 2, 128, 128, 1.0, True, True),
+    ("bf16 d128 diagonal-only n=80", 5, 16, 2, 2, 128, 128, 1.0, True, False),
 ]
 
 

@@ -1,9 +1,10 @@
 """CPU tests for the radial Torch ops (torch.ops.radial.block_mask / attention / attention_lse).
 
-The mask is checked against shared/radial-attention.md (published densities and a direct
-restatement of the rule); attention is checked against a float64 masked-softmax reference built
-from the op's own tile mask, on fresh random inputs each run. Every random test prints its seed
-on failure so a failing draw can be replayed.
+The mask is checked against docs/radial-attention.md (published densities and a direct
+restatement of the rule, diagonal rule included); attention is checked against a float64
+masked-softmax reference built from the op's own tile mask (or from the restated rule), on fresh
+random inputs each run. Every random test prints its seed on failure so a failing draw can be
+replayed.
 """
 
 import math
@@ -68,8 +69,9 @@ def reference_attention(q, k, v, mask):
 
 
 def rule_block_mask(frames, s, decay, sink, block):
-    """The rule of shared/radial-attention.md, restated: per frame pair, the s x s token band is
-    cut along the global B-grid and each touched tile decided by its column counts."""
+    """The rule of docs/radial-attention.md, restated: per frame pair, the s x s token band is
+    cut along the global B-grid and each touched tile decided by its column counts; then a tile row
+    that no pair lit keeps its diagonal tile."""
     n = frames * s
     tiles = -(-n // block)
     mask = torch.zeros(tiles, tiles, dtype=torch.bool)
@@ -97,6 +99,8 @@ def rule_block_mask(frames, s, decay, sink, block):
                     high = int((3 * counts > block).sum())
                     if nonzero > 0 and 5 * high > 3 * nonzero:
                         mask[a, b] = True
+    empty_rows = (~mask.any(dim=1)).nonzero().flatten()
+    mask[empty_rows, empty_rows] = True
     return mask
 
 
@@ -159,12 +163,21 @@ def test_block_mask_defaults():
         (6, 222, 2.0, False, 64),
         (4, 257, 0.5, True, 64),
         (9, 128, 1.0, False, 128),
+        # Tile rows the pair rule leaves empty (they keep their diagonal tile):
+        (5, 206, 1.0, False, 64),  # 6-token last tile
+        (5, 206, 0.2, True, 128),
+        (5, 16, 1.0, True, 64),  # frames shorter than B/3: every row
+        (6, 40, 1.0, False, 128),
+        (8, 1, 0.5, True, 64),
     ],
 )
 def test_block_mask_matches_rule(frames, s, decay, sink, block):
     mask = radial.block_mask(frames, s, decay, sink, block)
     assert tuple(mask.shape) == (-(-frames * s // block),) * 2
     assert torch.equal(mask, rule_block_mask(frames, s, decay, sink, block))
+    # The diagonal rule: every tile row keeps a tile, and every diagonal tile is kept.
+    assert mask.any(dim=1).all()
+    assert mask.diagonal().all()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,13 +189,14 @@ ATTENTION_CASES = [
     (3, 100, 1.0, False, 64, 1, 3, 32),  # tiles straddle frames, ragged last tile
     (3, 100, 0.5, True, 64, 2, 1, 16),
     (5, 300, 0.2, True, 128, 2, 2, 64),  # n = 1500, not a multiple of B
-    (3, 90, 1.0, False, 128, 2, 2, 16),  # last tile row keeps nothing -> zero rows
+    (3, 90, 1.0, False, 128, 2, 2, 16),  # last tile row keeps only its diagonal tile
     (8, 256, 0.5, False, 128, 1, 3, 64),  # n = 2048, banded pairs
     (6, 222, 2.0, False, 64, 3, 1, 32),
     (4, 257, 0.5, True, 128, 1, 2, 128),
     (2, 150, 1.0, True, 64, 1, 2, 7),  # odd head_dim
     (3, 70, 1.0, False, 64, 2, 1, 1),  # head_dim 1
-    (6, 40, 1.0, True, 128, 1, 2, 16),  # frames too short for any tile: all rows empty
+    (6, 40, 1.0, True, 128, 1, 2, 16),  # frames too short for any pair: diagonal tiles only
+    (5, 206, 1.0, False, 64, 1, 2, 32),  # 6-token last tile: its row keeps only its diagonal
 ]
 
 
@@ -204,6 +218,8 @@ def test_attention_matches_reference(case):
     out, lse = radial.attention_lse(q, k, v, frames, s, decay, sink, block, False)
     assert out.shape == q.shape and out.dtype == q.dtype, context
     assert tuple(lse.shape) == (batch, heads, n), context
+    # Every tile row of a radial mask keeps a tile, so every query attends something.
+    assert torch.isfinite(lse).all() and torch.isfinite(out).all(), context
     ref_out, ref_lse = reference_attention(q, k, v, token_mask(frames, s, decay, sink, block))
     assert_close_to_reference(out, lse, ref_out, ref_lse, context)
 
@@ -302,17 +318,41 @@ def test_strided_inputs_match_contiguous(frames, s, decay, sink, block, batch, h
         assert_close_to_reference(out, lse, ref_out, ref_lse, context)
 
 
-def test_rows_without_kept_tiles_are_zero():
+@pytest.mark.parametrize(
+    "frames,s,decay,sink,block",
+    [
+        (3, 90, 1.0, False, 128),  # tokens 256..269: the last tile row
+        (5, 206, 0.2, True, 128),  # tokens 1024..1029
+        (5, 16, 1.0, True, 64),  # 16-token frames: both tile rows
+        (9, 9, 0.5, False, 64),  # 9-token frames, a 17-token last tile
+    ],
+)
+def test_formerly_empty_rows_attend_their_diagonal_tile(frames, s, decay, sink, block):
+    """Geometries whose pair rule leaves tile rows empty: those rows attend exactly the keys of their
+    own tile (the diagonal rule), and the whole output matches a float64 softmax masked by the
+    rule restated in this file, not by the op's own mask."""
     gen, seed = _generator()
-    # f=3, s=90, B=128: the last tile row (tokens 256..269) keeps no tile.
-    frames, s = 3, 90
-    q, k, v = (_randn((2, frames * s, 2, 16), gen) for _ in range(3))
-    out, lse = radial.attention_lse(q, k, v, frames, s, 1.0, False, 128, False)
-    assert not radial.block_mask(frames, s, 1.0, False, 128)[2].any()
-    assert torch.all(out[:, 256:] == 0), f"seed={seed}"
-    assert torch.all(torch.isneginf(lse[:, :, 256:])), f"seed={seed}"
-    assert torch.isfinite(lse[:, :, :256]).all(), f"seed={seed}"
-    assert torch.isfinite(out).all(), f"seed={seed}"
+    n = frames * s
+    context = f"f={frames} s={s} decay={decay} sink={sink} B={block} seed={seed}"
+    q, k, v = (_randn((2, n, 2, 16), gen) for _ in range(3))
+    out, lse = radial.attention_lse(q, k, v, frames, s, decay, sink, block, False)
+    assert torch.isfinite(out).all() and torch.isfinite(lse).all(), context
+
+    tiles = rule_block_mask(frames, s, decay, sink, block)
+    mask = tiles.repeat_interleave(block, 0).repeat_interleave(block, 1)[:n, :n]
+    ref_out, ref_lse = reference_attention(q, k, v, mask)
+    assert not torch.isinf(ref_lse).any(), context
+    assert_close_to_reference(out, lse, ref_out, ref_lse, context)
+
+    # The rows that keep only their diagonal: the same as plain attention within their tile.
+    diagonal_only = [a for a in range(tiles.shape[0]) if tiles[a].sum() == 1 and tiles[a, a]]
+    assert diagonal_only, f"{context}: no tile row keeps only its diagonal"
+    for a in diagonal_only:
+        lo, hi = a * block, min(n, (a + 1) * block)
+        tile = [x[:, lo:hi].transpose(1, 2) for x in (q, k, v)]
+        expected = F.scaled_dot_product_attention(*tile).transpose(1, 2)
+        torch.testing.assert_close(out[:, lo:hi], expected, rtol=1e-5, atol=2e-5,
+                                   msg=lambda m, a=a: f"{context} tile row {a}: {m}")
 
 
 # ---------------------------------------------------------------------------------------------

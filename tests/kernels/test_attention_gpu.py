@@ -8,10 +8,12 @@ The library path comes from RADIAL_OPS_LIBRARY (default <repo>/build/kernels/lib
 Without a CUDA device the whole module is skipped; a missing library is a failure, not a skip.
 
 The reference expands the op's own tile mask (torch.ops.radial.block_mask) to a token mask and
-runs a masked softmax in float64 on the GPU. Rows that keep no key tile must come out as exactly 0
-with lse = -inf. Accuracy is judged by ||out - ref|| / ||ref|| against an absolute bound per dtype
-and against the rounding error of torch's own SDPA kernels in the same dtype (ours may be at most
-BASELINE_FACTOR times worse than that).
+runs a masked softmax in float64 on the GPU. Under the diagonal rule of docs/radial-attention.md
+every tile row of a radial mask keeps at least one tile, so every query must get a finite output
+and lse; the cases marked "formerly empty" are geometries whose frame-pair rule leaves a tile row
+empty, which then keeps only its diagonal tile. Accuracy is judged by ||out - ref|| / ||ref||
+against an absolute bound per dtype and against the rounding error of torch's own SDPA kernels in
+the same dtype (ours may be at most BASELINE_FACTOR times worse than that).
 
 Harness self-check without a GPU: RADIAL_GPU_TEST_ON_CPU=1 runs the reference-comparison tests on
 the CPU (only meaningful when the ops have CPU kernels); GPU-only tests skip in that mode.
@@ -241,9 +243,17 @@ CASES = [
     ("s192_n768_h40", 4, 192, 40, 128, 1.0, True, False, 1.0),
     # n not a multiple of the block (1000 = 7*128 + 104), frames straddle tiles
     ("ragged_n1000_d02", 5, 200, 3, 128, 0.2, True, False, 1.0),
-    # tiny ragged tail (1030 = 8*128 + 6 = 16*64 + 6): the last tile row may keep nothing
+    # tiny ragged tail (1030 = 8*128 + 6 = 16*64 + 6), formerly empty: the 6-token last tile row
+    # keeps only its diagonal tile
     ("ragged_tail6_b64", 5, 206, 1, 64, 1.0, False, False, 1.0),
     ("ragged_tail6_b128_sink", 5, 206, 2, 128, 0.2, True, False, 1.0),
+    # formerly empty: a 14-token last tile row (n = 270), diagonal tile only
+    ("short_last_row_f3_s90", 3, 90, 2, 128, 1.0, False, False, 1.0),
+    # formerly empty everywhere: frames shorter than B/3 tokens, every row keeps only its diagonal;
+    # n = 80 is a single ragged tile at B = 128 (smaller than one TMA box on sm90)
+    ("tiny_frames_f5_s16_b64", 5, 16, 2, 64, 1.0, True, False, 1.0),
+    ("tiny_frames_f5_s16_b128", 5, 16, 2, 128, 1.0, True, False, 1.0),
+    ("tiny_frames_f6_s40_nosink", 6, 40, 3, 128, 0.5, False, False, 1.0),
     # many frames: decimated far pairs; n = 6000 ragged
     ("long_f12_s500_d02", 12, 500, 1, 128, 0.2, True, False, 1.0),
     ("long_f16_s300_b64_nosink", 16, 300, 2, 64, 1.0, False, False, 1.0),
@@ -278,6 +288,11 @@ def _check_case(case, dtype, hdim, tag):
     assert out.shape == q.shape and out.dtype == dtype and out.device == q.device
     assert out2.shape == q.shape and out2.dtype == dtype
     assert lse.shape == (BATCH, h, n) and lse.dtype == torch.float32 and lse.device == q.device
+
+    # every query attends something: the diagonal rule leaves no tile row empty
+    if not dense:
+        assert tmask_tiles.any(dim=1).all(), f"{name}: a tile row of the radial mask keeps nothing"
+        assert not empty.any(), f"{name}: query rows with no key"
 
     # never NaN / inf in the output
     assert torch.isfinite(out).all(), f"{name}: non-finite values in out"
@@ -315,18 +330,17 @@ def _check_case(case, dtype, hdim, tag):
 
 
 @pytest.mark.parametrize("block", [64, 128])
-@pytest.mark.parametrize("geom", [(6, 256), (5, 200), (5, 206), (21, 1560), (18, 3840)])
+@pytest.mark.parametrize("geom", [(6, 256), (5, 200), (5, 206), (3, 90), (5, 16), (21, 1560), (18, 3840)])
 def test_block_mask_shape_and_diagonal(geom, block):
     f, s = geom
     n = f * s
     m = OPS.block_mask(f, s, 0.2, True, block)
     t = -(-n // block)
     assert m.dtype == torch.bool and tuple(m.shape) == (t, t) and m.device.type == "cpu"
-    # tiles fully inside one frame always keep their diagonal tile (d = 0 pair is full)
-    for a in range(t):
-        lo, hi = a * block, min(n, (a + 1) * block)
-        if hi - lo == block and lo // s == (hi - 1) // s:
-            assert m[a, a], f"diagonal tile {a} dropped"
+    # every diagonal tile is kept (a lit row always lights its diagonal; an unlit row gets it by the
+    # diagonal rule), so every tile row keeps a tile
+    assert m.diagonal().all(), f"diagonal tiles dropped: {(~m.diagonal()).nonzero().flatten().tolist()}"
+    assert m.any(dim=1).all()
 
 
 def test_block_mask_density_anchor():
@@ -351,28 +365,46 @@ def test_auto_variant_matches_reference(case, monkeypatch):
     _check_case(case, DTYPES[-1], 64, "auto-explicit")
 
 
-def _find_geometry_with_empty_rows():
-    for f, s, decay, sink, block in [
-        (5, 206, 1.0, False, 64),
-        (5, 206, 0.2, True, 128),
-        (3, 345, 1.0, False, 128),
-        (7, 147, 1.0, False, 128),
-        (9, 115, 0.5, True, 64),
-    ]:
-        m = OPS.block_mask(f, s, decay, sink, block)
-        if (~m.any(dim=1)).any():
-            return f, s, decay, sink, block
-    return None
+# Geometries whose frame-pair rule leaves tile rows empty; under the diagonal rule those rows keep
+# exactly their diagonal tile. (frames, tokens_per_frame, decay, sink, block)
+FORMERLY_EMPTY = [
+    (5, 206, 1.0, False, 64),
+    (5, 206, 0.2, True, 128),
+    (3, 90, 1.0, False, 128),
+    (5, 16, 1.0, True, 128),
+    (9, 115, 0.5, True, 64),
+]
 
 
-def test_empty_rows_are_zero_and_lse_neg_inf(variant):
-    geo = _find_geometry_with_empty_rows()
-    if geo is None:
-        pytest.skip("no candidate geometry has a tile row that keeps nothing")
+def _diagonal_only_rows(tile_mask):
+    return [a for a in range(tile_mask.shape[0]) if tile_mask[a].sum() == 1 and tile_mask[a, a]]
+
+
+@pytest.mark.parametrize("geo", FORMERLY_EMPTY, ids=lambda g: "f{}_s{}_d{}_{}_b{}".format(
+    g[0], g[1], g[2], "sink" if g[3] else "nosink", g[4]))
+def test_formerly_empty_rows_attend_their_diagonal_tile(geo, variant):
+    """The rows that keep only their diagonal tile: against the masked float64 reference (through
+    _check_case) and, row by row, against plain float64 attention within their own tile."""
     f, s, decay, sink, block = geo
+    n = f * s
+    tiles = tile_mask_for(f, s, decay, sink, block, False)
+    rows = _diagonal_only_rows(tiles)
+    assert rows, f"{geo}: no tile row keeps only its diagonal"
     for dtype in DTYPES:
-        case = (f"empty_rows_{f}x{s}_b{block}", f, s, 2, block, decay, sink, False, 1.0)
-        _check_case(case, dtype, 128, variant)
+        name = f"formerly_empty_{f}x{s}_b{block}"
+        _check_case((name, f, s, 2, block, decay, sink, False, 1.0), dtype, 128, variant)
+        q, k, v = make_qkv(BATCH, n, 2, 64, dtype, _seed_for(name, str(dtype), "diagonal"))
+        out, lse = call("attention_lse", q, k, v, f, s, decay, sink, block, False)
+        _sync()
+        for a in rows:
+            lo, hi = a * block, min(n, (a + 1) * block)
+            tq, tk, tv = (x[:, lo:hi] for x in (q, k, v))
+            within = torch.ones(hi - lo, hi - lo, dtype=torch.bool, device=DEVICE)
+            ref, ref_lse, _ = reference(tq, tk, tv, within)
+            err = rel_err(out[:, lo:hi], ref)
+            assert err < REL_TOL[dtype], f"{name} {dtype} tile row {a}: rel err {err:.3e}"
+            lse_err = (lse[:, :, lo:hi].to(torch.float64) - ref_lse).abs().max().item()
+            assert lse_err < LSE_ABS_TOL, f"{name} {dtype} tile row {a}: lse err {lse_err:.3e}"
 
 
 def test_poisoned_allocator_output(variant):
@@ -380,8 +412,8 @@ def test_poisoned_allocator_output(variant):
     outputs most likely reuse poisoned memory, then require every element to be written."""
     if DEVICE.type != "cuda":
         pytest.skip("allocator poisoning is CUDA-only")
-    geo = _find_geometry_with_empty_rows() or (5, 200, 0.2, True, 128)
-    f, s, decay, sink, block = geo
+    # A formerly empty geometry: the last tile row (6 tokens) keeps only its ragged diagonal tile.
+    f, s, decay, sink, block = 5, 206, 0.2, True, 128
     n = f * s
     for dtype in DTYPES:
         for hdim in HDIMS:

@@ -1,6 +1,6 @@
 // The radial block mask: which B x B tiles of the n x n attention score matrix are computed.
 // Pure C++ (no LibTorch) so the rule can be unit-tested and reused by any host code.
-// The rule is ../shared/radial-attention.md, applied to the real frame rectangles on the global tile
+// The rule is docs/radial-attention.md, applied to the real frame rectangles on the global tile
 // grid, so any token count works (the last tile row/column may be ragged).
 #ifndef RADIAL_KERNELS_BLOCK_MASK_H_
 #define RADIAL_KERNELS_BLOCK_MASK_H_
@@ -39,12 +39,15 @@ struct BlockMask {
   bool at(int64_t row, int64_t col) const { return kept[row * tiles + col] != 0; }
   int64_t count() const;
   double density() const;
-  // Whether every query tile row keeps at least one key tile. The rule can leave a row empty (a
-  // tile holding fewer than block/3 tokens of a frame); its queries would then attend nothing.
+  // Whether every query tile row keeps at least one key tile. Always true for BuildRadialMask and
+  // BuildDenseMask; a mask built some other way may have rows whose queries attend nothing (the
+  // kernels give those rows out = 0, lse = -inf).
   bool EveryRowKept() const;
 };
 
-// Builds the radial mask. dense=false applies the rule; this never fails for a valid geometry.
+// Builds the radial mask of docs/radial-attention.md: the frame-pair rule, then the diagonal rule
+// (a tile row the pairs leave empty keeps its diagonal tile, so every row keeps at least one tile).
+// Never fails for a valid geometry.
 BlockMask BuildRadialMask(const MaskGeometry& geometry);
 
 // Every tile kept: ordinary full attention through the same kernels.
