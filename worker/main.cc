@@ -1,6 +1,9 @@
 // radial-worker: loads a model bundle and serves jobs for radial-scheduler.
 #include <spdlog/spdlog.h>
 
+#include <sched.h>
+
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -11,6 +14,7 @@
 #include <string>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "gpu_memory.h"
 #include "radial/common/metrics_server.h"
 #include "model_manifest.h"
@@ -24,14 +28,21 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: radial-worker --bundle DIR [--scheduler HOST:PORT] [--device cpu|cuda|cuda:N] [--worker-id ID]\n"
-    "                     [--x264-threads N] [--drain-seconds N] [--metrics-listen HOST:PORT]\n"
+    "                     [--x264-threads N] [--warmup WxHxF,...] [--gpu-memory-fraction F]\n"
+    "                     [--drain-seconds N] [--metrics-listen HOST:PORT]\n"
     "                     [--log-format text|json]\n"
     "                     [--tls-ca FILE [--tls-cert FILE --tls-key FILE] [--tls-server-name NAME]]\n"
     "  --bundle         model bundle written by radial_export (required; env RADIAL_BUNDLE)\n"
     "  --scheduler      radial-scheduler address (default localhost:50051; env RADIAL_SCHEDULER)\n"
     "  --device         where the model runs (default cpu)\n"
     "  --worker-id      unique id (default hostname-pid)\n"
-    "  --x264-threads   encoder threads; 1 (default) gives the same bytes on any machine\n"
+    "  --x264-threads   encoder threads, 0..64 (default: the CPUs this process may run on, at most\n"
+    "                   64); 1 gives the same bytes for the same request on any machine\n"
+    "  --warmup         sizes to warm up besides the model's default size, e.g. 832x480x81,1280x720x69:\n"
+    "                   before announcing itself the worker runs 3 short generations at each, so that\n"
+    "                   TorchScript has optimised its modules for them (/healthz says warming meanwhile)\n"
+    "  --gpu-memory-fraction  CUDA: share of the GPU's memory this worker may use, (0, 1] (default 1);\n"
+    "                   a job that needs more fails with RESOURCE_EXHAUSTED and the worker stays up\n"
     "  --drain-seconds  on SIGTERM or SIGINT: take no new jobs and give the running one up to N s\n"
     "                   to finish, then hand it back to the scheduler and exit 0 (default 1800,\n"
     "                   0..86400; 0 hands it back at once). A second signal hands it back at once.\n"
@@ -88,12 +99,43 @@ std::string MetricsUrl(const std::string& listen, int port) {
   return "http://" + listen.substr(0, listen.rfind(':')) + ":" + std::to_string(port) + "/metrics";
 }
 
+// The CPUs this process may run on (its affinity mask: a container's cpuset), for x264.
+int DefaultEncoderThreads() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return 0;  // x264 picks
+  return std::clamp(CPU_COUNT(&set), 1, 64);  // 64: the encoder's limit (kEncoderMaxThreads)
+}
+
+// The manifest's default size first, then `extra`; each run logged, and the last run's time per
+// size, which is what a first job at that size now takes.
+absl::Status Warmup(radial::worker::Pipeline& pipeline, std::vector<radial::worker::WarmupSize> extra) {
+  const radial::worker::ModelManifest& m = pipeline.manifest();
+  extra.insert(extra.begin(), {m.default_width, m.default_height, m.default_frames});
+  const auto started = std::chrono::steady_clock::now();
+  const absl::Status warmed = pipeline.Warmup(extra, [](const radial::worker::WarmupRun& run) {
+    const radial::worker::GenerationReport& r = run.report;
+    spdlog::info("radial-worker: warm-up {}x{}x{} run {}/{}: text {:.3f} s, denoise {:.3f} s ({} steps), decode "
+                 "{:.3f} s",
+                 run.size.width, run.size.height, run.size.frames, run.run, radial::worker::Pipeline::kWarmupGenerations,
+                 r.text_encode_seconds, r.denoise_seconds, radial::worker::Pipeline::kWarmupSteps, r.decode_seconds);
+  });
+  if (warmed.ok()) {
+    spdlog::info("radial-worker: warmed up in {:.1f} s",
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  }
+  return warmed;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   radial::worker::WorkerOptions options;
   std::string bundle, device = "cpu", metrics_listen, log_format = "text";
   int64_t drain_seconds = 1800;  // a real 14B job at 720p takes tens of minutes
+  options.x264_threads = DefaultEncoderThreads();
+  std::string warmup_text;
+  double gpu_memory_fraction = 1.0;
   if (const char* env = std::getenv("RADIAL_BUNDLE")) bundle = env;
   if (const char* env = std::getenv("RADIAL_SCHEDULER")) options.scheduler = env;
   radial::worker::WorkerSecurity& security = options.security;
@@ -106,6 +148,14 @@ int main(int argc, char** argv) {
       {"--worker-id", radial::common::StringFlag(&options.worker_id)},
       {"--x264-threads", radial::common::IntegerFlag(0, 64, [&](int64_t v) { options.x264_threads = v; })},
       {"--drain-seconds", radial::common::IntegerFlag(0, 86400, [&](int64_t v) { drain_seconds = v; })},
+      {"--warmup", radial::common::StringFlag(&warmup_text)},
+      {"--gpu-memory-fraction",
+       [&](const std::string& value) -> std::string {
+         if (!absl::SimpleAtod(value, &gpu_memory_fraction) || !(gpu_memory_fraction > 0 && gpu_memory_fraction <= 1)) {
+           return "--gpu-memory-fraction: got '" + value.substr(0, 64) + "', expected a number in (0, 1]";
+         }
+         return "";
+       }},
       {"--tls-ca", radial::common::StringFlag(&security.tls_ca_file)},
       {"--tls-cert", radial::common::StringFlag(&security.tls_cert_file)},
       {"--tls-key", radial::common::StringFlag(&security.tls_key_file)},
@@ -127,6 +177,11 @@ int main(int argc, char** argv) {
   }
   if (bundle.empty()) {
     std::cerr << "--bundle: missing, expected a model bundle directory\n" << kUsage;
+    return 2;
+  }
+  const auto warmup_sizes = radial::worker::ParseWarmupSizes(warmup_text);
+  if (!warmup_sizes.ok()) {
+    std::cerr << "radial-worker: " << warmup_sizes.status().message() << "\n";
     return 2;
   }
   // Before the model loads (seconds to minutes), so that a typo fails at once.
@@ -158,7 +213,10 @@ int main(int argc, char** argv) {
                  MetricsUrl(metrics_listen, metrics_server->port()));
   }
   const auto load_started = std::chrono::steady_clock::now();
-  auto pipeline = radial::worker::Pipeline::Load(bundle, device);
+  radial::worker::LoadOptions load_options;
+  load_options.device = device;
+  load_options.gpu_memory_fraction = gpu_memory_fraction;
+  auto pipeline = radial::worker::Pipeline::Load(bundle, load_options);
   if (!pipeline.ok()) {
     spdlog::critical("radial-worker: {}", std::string(pipeline.status().message()));
     return 1;
@@ -168,6 +226,14 @@ int main(int argc, char** argv) {
                load_seconds);
   if (metrics != nullptr) {
     metrics->ModelLoaded(load_seconds);
+    metrics->RefreshGpuMemory();
+    metrics->StateChanged(radial::worker::WorkerState::kWarming);
+  }
+  if (absl::Status warmed = Warmup(**pipeline, *warmup_sizes); !warmed.ok()) {
+    spdlog::critical("radial-worker: {}", std::string(warmed.message()));
+    return warmed.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  if (metrics != nullptr) {
     metrics->RefreshGpuMemory();
     options.observer = metrics.get();  // idle from Run() on
   }

@@ -1,8 +1,10 @@
-// Text-to-video generation with one loaded model bundle: prompt clean-up (as WanPipeline) ->
-// tokenize -> text encoder -> flow-matching sampler (UniPC or Euler, flow_schedule.h) with
-// classifier-free guidance over the DiT (radial attention inside) -> VAE decode -> RGB frames.
-// The interface is plain C++: LibTorch stays inside pipeline.cc, so callers (the gRPC worker) never
-// include it next to protobuf headers, whose copies in LibTorch conflict.
+// Text-to-video generation with one loaded model bundle, in three stages: text (prompt clean-up,
+// tokenize, text encoder), denoise (flow-matching sampler with classifier-free guidance over the
+// DiT, radial attention inside), and decode-and-stream (the VAE decodes the latents chunk by chunk
+// and each chunk's RGB frames go to the caller at once, so encoding can start while decoding goes
+// on). The stages of each architecture live in a ModelFamily (model_family.h; Wan2.1: wan21.cc).
+// The interface is plain C++: LibTorch stays inside the family's file, so callers (the gRPC worker)
+// never include it next to protobuf headers, whose copies in LibTorch conflict.
 //
 // One Pipeline runs one generation at a time (the worker's job thread owns it).
 #ifndef RADIAL_WORKER_RUNTIME_PIPELINE_H_
@@ -35,13 +37,20 @@ struct GenerationParams {
   bool dense = false;
 };
 
+// Whether denoising step `step` (0-based) of `params` runs dense attention: a dense request, the
+// first radial.dense_steps or the last radial.dense_last_steps steps.
+bool StepIsDense(const GenerationParams& params, int64_t step);
+
 enum class Stage { kEncodingText, kDenoising, kDecoding };
 
 struct GenerationCallbacks {
-  // After each stage starts and after each denoising step (step 1..total).
+  // (kEncodingText, 0, 0) as text encoding starts; (kDenoising, i + 1, steps) after step i;
+  // (kDecoding, 0, frames) as decoding starts and (kDecoding, n, frames) once n frames have been
+  // handed to `frame`, ending at (kDecoding, frames, frames).
   std::function<void(Stage stage, int64_t step, int64_t total)> progress;
-  // Each decoded frame in order: width*height RGB24 pixels, rows `stride` bytes apart. An error
-  // stops the generation and is returned.
+  // Each decoded frame in order, as soon as its chunk of the VAE's output is on the host:
+  // width*height RGB24 pixels, rows `stride` bytes apart, valid during the call. An error stops
+  // the generation and is returned.
   std::function<absl::Status(const uint8_t* rgb, int64_t stride)> frame;
   // Polled between denoising steps; true stops the generation with CANCELLED.
   std::function<bool()> cancelled;
@@ -55,17 +64,45 @@ struct GenerationReport {
   double denoise_seconds = 0;
   double decode_seconds = 0;  // VAE decode and frame delivery (the frame callback's time included)
   double mask_density = 1.0;  // tile density of the radial mask used (1.0 when dense throughout)
-  // The geometry is too small for the radial rule: some query tile would attend nothing (frames of
-  // fewer than block/3 tokens, or a short last tile), so the whole generation ran dense.
+  // Never set: radial attention no longer falls back to dense (a tile row the rule leaves empty
+  // keeps its diagonal tile, docs/radial-attention.md). Removed once no caller reads it.
   bool radial_fell_back = false;
   int64_t latent_frames = 0;
   int64_t tokens_per_frame = 0;
+  int64_t decode_chunks = 0;  // calls of the VAE's decode_chunk
+};
+
+// How a bundle is loaded.
+struct LoadOptions {
+  std::string device = "cpu";  // "cpu", "cuda", "cuda:1"
+  // CUDA only: the share of the device's memory this process may allocate, in (0, 1]; a job that
+  // needs more fails with RESOURCE_EXHAUSTED (LibTorch's per-process memory fraction). 1: no cap.
+  double gpu_memory_fraction = 1.0;
+};
+
+// A size to warm up: width x height x frames.
+struct WarmupSize {
+  int64_t width = 0;
+  int64_t height = 0;
+  int64_t frames = 0;
+};
+
+// Parses "WxHxF,WxHxF,..." (e.g. "832x480x81"); empty text gives no sizes. INVALID_ARGUMENT naming
+// --warmup and the bad entry.
+absl::StatusOr<std::vector<WarmupSize>> ParseWarmupSizes(const std::string& text);
+
+// One warm-up generation: its size and stage times.
+struct WarmupRun {
+  WarmupSize size;
+  int run = 0;  // 1-based within the size
+  GenerationReport report;
 };
 
 class Pipeline {
  public:
   // Loads the bundle's TorchScript modules and tokenizer onto `device` ("cpu", "cuda", "cuda:1").
   static absl::StatusOr<std::unique_ptr<Pipeline>> Load(const std::string& bundle_dir, const std::string& device);
+  static absl::StatusOr<std::unique_ptr<Pipeline>> Load(const std::string& bundle_dir, const LoadOptions& options);
   ~Pipeline();
 
   const ModelManifest& manifest() const;
@@ -74,6 +111,15 @@ class Pipeline {
   // INVALID_ARGUMENT for sizes the model cannot take (the scheduler validates first; this is the
   // worker's own guard), CANCELLED when `cancelled` fired, INTERNAL for a LibTorch failure.
   absl::StatusOr<GenerationReport> Generate(const GenerationParams& params, const GenerationCallbacks& callbacks);
+
+  // Runs kWarmupGenerations short generations (kWarmupSteps steps: the first dense, the rest radial,
+  // with the manifest's default guidance and negative prompt) at each of `sizes` (duplicates once;
+  // radial-worker puts the manifest's default size first), so that TorchScript's profiling executor has profiled and optimised every
+  // module for those shapes before a user's job arrives. `done` (optional) hears each run.
+  // INVALID_ARGUMENT for a size the model cannot take (the message names it).
+  static constexpr int kWarmupGenerations = 3;
+  static constexpr int64_t kWarmupSteps = 2;
+  absl::Status Warmup(const std::vector<WarmupSize>& sizes, const std::function<void(const WarmupRun&)>& done);
 
  private:
   struct Impl;
