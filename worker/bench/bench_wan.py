@@ -89,7 +89,11 @@ def attention_shares(fn):
 
 
 def build(factory, dtype):
-    """Constructs a module directly on the GPU in `dtype` (random weights, no fp32 host copy)."""
+    """Constructs a module directly on the GPU in `dtype` (random weights, no fp32 host copy).
+
+    The modules create their non-persistent buffers (RoPE tables, latent statistics) on the CPU
+    whatever the default device, as the exporter needs them for meta-device builds; .to("cuda")
+    moves those (parameters are already there, and buffers keep their dtype)."""
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -97,7 +101,7 @@ def build(factory, dtype):
             module = factory().eval()
     finally:
         torch.set_default_dtype(previous)
-    return torch.jit.script(module)
+    return torch.jit.script(module.to("cuda"))
 
 
 def main() -> int:
