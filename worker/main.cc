@@ -40,7 +40,8 @@ constexpr char kUsage[] =
     "                   64); 1 gives the same bytes for the same request on any machine\n"
     "  --warmup         sizes to warm up besides the model's default size, e.g. 832x480x81,1280x720x69:\n"
     "                   before announcing itself the worker runs 3 short generations at each, so that\n"
-    "                   TorchScript has optimised its modules for them (/healthz says warming meanwhile)\n"
+    "                   TorchScript has optimised its modules for them (/healthz says warming meanwhile);\n"
+    "                   off: no warm-up at all (tests, one-off runs)\n"
     "  --gpu-memory-fraction  CUDA: share of the GPU's memory this worker may use, (0, 1] (default 1);\n"
     "                   a job that needs more fails with RESOURCE_EXHAUSTED and the worker stays up\n"
     "  --drain-seconds  on SIGTERM or SIGINT: take no new jobs and give the running one up to N s\n"
@@ -179,7 +180,8 @@ int main(int argc, char** argv) {
     std::cerr << "--bundle: missing, expected a model bundle directory\n" << kUsage;
     return 2;
   }
-  const auto warmup_sizes = radial::worker::ParseWarmupSizes(warmup_text);
+  const bool warm_up = warmup_text != "off";
+  const auto warmup_sizes = radial::worker::ParseWarmupSizes(warm_up ? warmup_text : "");
   if (!warmup_sizes.ok()) {
     std::cerr << "radial-worker: " << warmup_sizes.status().message() << "\n";
     return 2;
@@ -229,7 +231,7 @@ int main(int argc, char** argv) {
     metrics->RefreshGpuMemory();
     metrics->StateChanged(radial::worker::WorkerState::kWarming);
   }
-  if (absl::Status warmed = Warmup(**pipeline, *warmup_sizes); !warmed.ok()) {
+  if (absl::Status warmed = warm_up ? Warmup(**pipeline, *warmup_sizes) : absl::OkStatus(); !warmed.ok()) {
     spdlog::critical("radial-worker: {}", std::string(warmed.message()));
     return warmed.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
   }

@@ -573,7 +573,8 @@ def pod(images):
         def healthy():
             return scheduler.run(probe[1:], netns.pid, timeout=30).returncode == 0
         _wait_for(healthy, "the scheduler image's HEALTHCHECK", 60, processes[0], scheduler_log)
-        worker_args = ["--scheduler", f"127.0.0.1:{port}", "--bundle", "/models/tiny", "--device", "cpu"]
+        worker_args = ["--scheduler", f"127.0.0.1:{port}", "--bundle", "/models/tiny", "--device", "cpu",
+                       "--warmup", "off"]
         if _worker_has_metrics():
             worker_args += ["--metrics-listen", WORKER_METRICS]
         worker_log = open(logs / "worker.log", "w")

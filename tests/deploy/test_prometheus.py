@@ -316,7 +316,7 @@ def stack(tmp_path_factory):
         stack.wait("the scheduler's port file", lambda: port_file.read_text().strip().isdigit())
         stack.address = f"127.0.0.1:{port_file.read_text().strip()}"
         worker_args = [worker_bin, "--bundle", bundle, "--scheduler", stack.address, "--drain-seconds", "0",
-                       "--worker-id", "monitoring-test"]
+                       "--worker-id", "monitoring-test", "--warmup", "off"]
         if stack.worker_metrics:
             targets["radial-worker"] = f"127.0.0.1:{_free_port()}"
             worker_args += ["--metrics-listen", targets["radial-worker"]]

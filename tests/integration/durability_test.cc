@@ -261,7 +261,8 @@ class DurabilityTest : public ::testing::Test {
 
   ChildProcess& StartWorker(const std::string& id, const std::vector<std::string>& extra = {}) {
     std::vector<std::string> args = {
-        Env("RADIAL_WORKER_BIN"), "--bundle", Env("RADIAL_TEST_BUNDLE"), "--scheduler", address_, "--worker-id", id};
+        Env("RADIAL_WORKER_BIN"), "--bundle", Env("RADIAL_TEST_BUNDLE"), "--scheduler", address_, "--worker-id", id,
+        "--warmup", "off"};
     args.insert(args.end(), extra.begin(), extra.end());
     return workers_[id] = ChildProcess(args, dir_ / (id + ".log"));
   }

@@ -88,7 +88,7 @@ class EndToEndTest : public ::testing::Test {
 
   static void StartWorker(const std::string& id) {
     workers_[id] = Spawn({Env("RADIAL_WORKER_BIN"), "--bundle", Env("RADIAL_TEST_BUNDLE"), "--scheduler", address_,
-                          "--worker-id", id},
+                          "--worker-id", id, "--warmup", "off"},
                          (dir_ / (id + ".log")).string());
   }
 

@@ -550,7 +550,9 @@ class SecurityTest : public ::testing::Test {
                                      "--scheduler",
                                      "127.0.0.1:" + std::to_string(port),
                                      "--worker-id",
-                                     id};
+                                     id,
+                                     "--warmup",
+                                     "off"};
     args.insert(args.end(), flags.begin(), flags.end());
     return workers_[id] = ChildProcess(WithEnvironment(args, env), dir_ / (id + ".log"));
   }
