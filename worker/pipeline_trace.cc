@@ -7,9 +7,12 @@
 //   pipeline_trace --bundle DIR [--device cpu|cuda] [--out DIR] --prompt P [--negative-prompt N]
 //                  --width W --height H --frames F --steps S --guidance G --seed X
 //                  [--dense 0|1] [--dense-steps N] [--repeat N] [--prompts-json FILE]
+//                  [--sizes WxHxF,...] [--jit-executor profiling|simple|legacy]
 //
 // --repeat runs the same generation N times in the process and prints a report per run: the first
-// includes TorchScript's one-time work (profiling runs, fusion compiles) for this shape.
+// includes TorchScript's one-time work (profiling runs, fusion compiles) for this shape. --sizes
+// runs each listed size in turn instead of --width/--height/--frames (GPU memory after each run is
+// in the report). --jit-executor picks TorchScript's graph executor (LoadOptions::jit_executor).
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -17,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "gpu_memory.h"
 #include "pipeline.h"
 #include "prompt_clean.h"
 #include "radial/common/flags.h"
@@ -31,7 +35,8 @@ using radial::worker::Pipeline;
 constexpr char kUsage[] =
     "usage: pipeline_trace --bundle DIR [--device cpu|cuda] [--out DIR] --prompt P [--negative-prompt N]\n"
     "                      --width W --height H --frames F --steps S --guidance G --seed X [--dense 0|1]\n"
-    "                      [--dense-steps N] [--repeat N] [--prompts-json FILE]\n";
+    "                      [--dense-steps N] [--repeat N] [--prompts-json FILE] [--sizes WxHxF,...]\n"
+    "                      [--jit-executor profiling|simple|legacy]\n";
 
 int Fail(const std::string& message) {
   std::cerr << "pipeline_trace: " << message << "\n";
@@ -41,7 +46,8 @@ int Fail(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string bundle, out, guidance = "0", prompts_json, device = "cpu";
+  std::string bundle, out, guidance = "0", prompts_json, device = "cpu", sizes_text;
+  radial::worker::LoadOptions load_options;
   GenerationParams params;
   int64_t dense = 1, dense_steps = -1, repeat = 1;
   const auto integer = [](int64_t* target) {
@@ -64,7 +70,9 @@ int main(int argc, char** argv) {
            {"--guidance", radial::common::StringFlag(&guidance)},
            {"--seed", integer(&seed)},
            {"--dense", radial::common::IntegerFlag(0, 1, [&](int64_t v) { dense = v; })},
-           {"--prompts-json", radial::common::StringFlag(&prompts_json)}},
+           {"--prompts-json", radial::common::StringFlag(&prompts_json)},
+           {"--sizes", radial::common::StringFlag(&sizes_text)},
+           {"--jit-executor", radial::common::StringFlag(&load_options.jit_executor)}},
           kUsage, std::cout, std::cerr)) {
     return *status;
   }
@@ -73,7 +81,12 @@ int main(int argc, char** argv) {
   params.seed = static_cast<uint64_t>(seed);
   params.dense = dense != 0;
 
-  auto pipeline = Pipeline::Load(bundle, device);
+  const auto sizes = radial::worker::ParseWarmupSizes(sizes_text);
+  if (!sizes.ok()) return Fail(std::string(sizes.status().message()));
+  std::vector<radial::worker::WarmupSize> runs = *sizes;
+  if (runs.empty()) runs.push_back({params.width, params.height, params.frames});
+  load_options.device = device;
+  auto pipeline = Pipeline::Load(bundle, load_options);
   if (!pipeline.ok()) return Fail(std::string(pipeline.status().message()));
   const auto& manifest = (*pipeline)->manifest();
   params.radial = manifest.radial;
@@ -104,20 +117,33 @@ int main(int argc, char** argv) {
       trace[name] = shape;
     };
   }
-  for (int64_t run = 0; run < repeat; ++run) {
-    const auto report = (*pipeline)->Generate(params, callbacks);
-    if (!report.ok()) return Fail(std::string(report.status().message()));
-    trace["report"] = {{"run", run + 1},
-                       {"device", (*pipeline)->device_name()},
-                       {"text_encode_seconds", report->text_encode_seconds},
-                       {"denoise_seconds", report->denoise_seconds},
-                       {"decode_seconds", report->decode_seconds},
-                       {"mask_density", report->mask_density},
-                       {"radial_fell_back", report->radial_fell_back},
-                       {"steps", params.steps},
-                       {"dense", params.dense},
-                       {"dense_steps", params.radial.dense_steps}};
-    std::cout << trace["report"].dump() << std::endl;
+  int64_t run = 0;
+  for (int64_t round = 0; round < repeat; ++round) {
+    for (const radial::worker::WarmupSize& size : runs) {
+      params.width = size.width;
+      params.height = size.height;
+      params.frames = size.frames;
+      const auto report = (*pipeline)->Generate(params, callbacks);
+      if (!report.ok()) return Fail(std::string(report.status().message()));
+      const radial::worker::GpuMemory memory = radial::worker::ReadGpuMemory((*pipeline)->device_name());
+      trace["report"] = {{"run", ++run},
+                         {"device", (*pipeline)->device_name()},
+                         {"size", std::to_string(size.width) + "x" + std::to_string(size.height) + "x" +
+                                      std::to_string(size.frames)},
+                         {"jit_executor", load_options.jit_executor},
+                         {"text_encode_seconds", report->text_encode_seconds},
+                         {"denoise_seconds", report->denoise_seconds},
+                         {"decode_seconds", report->decode_seconds},
+                         {"decode_chunks", report->decode_chunks},
+                         {"mask_density", report->mask_density},
+                         {"steps", params.steps},
+                         {"dense", params.dense},
+                         {"dense_steps", params.radial.dense_steps},
+                         {"gpu_allocated_bytes", memory.allocated_bytes},
+                         {"gpu_reserved_bytes", memory.reserved_bytes},
+                         {"gpu_peak_bytes", memory.peak_bytes}};
+      std::cout << trace["report"].dump() << std::endl;
+    }
   }
   if (!out.empty()) std::ofstream(out + "/trace.json") << trace.dump(1) << "\n";
   return 0;

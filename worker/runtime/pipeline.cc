@@ -78,6 +78,10 @@ absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Load(const std::string& bund
     return absl::InvalidArgumentError(
         absl::StrCat("gpu memory fraction: got ", options.gpu_memory_fraction, ", expected a value in (0, 1]"));
   }
+  if (options.jit_executor != "profiling" && options.jit_executor != "simple" && options.jit_executor != "legacy") {
+    return absl::InvalidArgumentError(absl::StrCat("jit executor: got '", options.jit_executor.substr(0, 64),
+                                                   "', expected profiling, simple or legacy"));
+  }
   auto manifest = LoadManifest(bundle_dir);
   if (!manifest.ok()) return manifest.status();
   auto impl = std::make_unique<Impl>();

@@ -78,6 +78,11 @@ struct LoadOptions {
   // CUDA only: the share of the device's memory this process may allocate, in (0, 1]; a job that
   // needs more fails with RESOURCE_EXHAUSTED (LibTorch's per-process memory fraction). 1: no cap.
   double gpu_memory_fraction = 1.0;
+  // TorchScript's graph executor, process-wide: "profiling" (LibTorch's default: the first call
+  // of each shape records it, the second compiles a plan specialised to it, with the TensorExpr
+  // fuser on CUDA), "simple" (no profiling and no optimisation passes) or "legacy" (optimises on
+  // the first call, without shape profiles). For measuring (pipeline_trace --jit-executor).
+  std::string jit_executor = "profiling";
 };
 
 // A size to warm up: width x height x frames.

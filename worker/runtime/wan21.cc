@@ -4,6 +4,7 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <torch/cuda.h>
 #include <torch/csrc/jit/passes/tensorexpr_fuser.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/script.h>
 
 #include <exception>
@@ -46,6 +47,8 @@ class Wan21 final : public ModelFamily {
       // docs/benchmarks.md); on the CPU its fused loops run on one thread and make the VAE about 5x
       // slower on 2 cores. The setting is per process: a worker serves one device.
       torch::jit::setTensorExprFuserEnabled(device_.is_cuda());
+      torch::jit::getExecutorMode() = options.jit_executor != "legacy";
+      torch::jit::getProfilingMode() = options.jit_executor == "profiling";
       dtype_ = ParseDtype(m.dtype);
       for (auto [module, file] : {std::pair{&dit_, m.dit_file}, std::pair{&text_encoder_, m.text_encoder_file},
                                   std::pair{&vae_, m.vae_file}}) {
