@@ -2,8 +2,8 @@
 
 namespace radial::worker {
 
-bool StepRunsDense(const GenerationParams& params, int64_t index, bool fell_back) {
-  return fell_back || params.dense || index < params.radial.dense_steps ||
+bool StepRunsDense(const GenerationParams& params, int64_t index) {
+  return params.dense || index < params.radial.dense_steps ||
          index >= params.steps - params.radial.dense_last_steps;
 }
 
@@ -16,8 +16,7 @@ void StepTimer::Progress(Stage stage, int64_t step, Clock::time_point when) {
   }
 }
 
-std::vector<StepTime> StepTimer::Steps(const GenerationParams& params, double text_encode_seconds,
-                                       bool fell_back) const {
+std::vector<StepTime> StepTimer::Steps(const GenerationParams& params, double text_encode_seconds) const {
   std::vector<StepTime> steps;
   steps.reserve(step_ends_.size());
   for (size_t i = 0; i < step_ends_.size(); ++i) {
@@ -31,7 +30,7 @@ std::vector<StepTime> StepTimer::Steps(const GenerationParams& params, double te
       continue;
     }
     const double seconds = std::chrono::duration<double>(step_ends_[i] - start).count();
-    steps.push_back({seconds < 0 ? 0 : seconds, StepRunsDense(params, static_cast<int64_t>(i), fell_back)});
+    steps.push_back({seconds < 0 ? 0 : seconds, StepRunsDense(params, static_cast<int64_t>(i))});
   }
   return steps;
 }

@@ -2,7 +2,7 @@
 // which attention each step ran. Pure: the caller passes the times, so tests can replay a job.
 //
 // When the callbacks fire (runtime/pipeline.cc): (kEncodingText, 0, 0) as text encoding starts,
-// (kDenoising, i + 1, steps) after step i, (kDecoding, 0, 0) as decoding starts. None marks the end
+// (kDenoising, i + 1, steps) after step i, then kDecoding as frames are decoded. None marks the end
 // of text encoding, so the first step starts at the first callback plus the report's
 // text_encode_seconds (the pipeline starts that clock just before the callback); the first step's
 // time therefore also holds the draw of the starting noise and the sampler's set-up, a few ms.
@@ -23,9 +23,10 @@
 namespace radial::worker {
 
 // Whether step `index` (0-based) of a request runs dense attention, as the pipeline decides it: a
-// dense request, the first radial.dense_steps or the last radial.dense_last_steps steps, or every
-// step of a generation that fell back to dense (GenerationReport::radial_fell_back).
-bool StepRunsDense(const GenerationParams& params, int64_t index, bool fell_back);
+// dense request, or one of the first radial.dense_steps or the last radial.dense_last_steps steps.
+// Known from the request alone: the radial mask keeps every query tile's diagonal, so no geometry
+// makes the pipeline fall back to dense.
+bool StepRunsDense(const GenerationParams& params, int64_t index);
 
 class StepTimer {
  public:
@@ -36,9 +37,9 @@ class StepTimer {
   void Progress(Stage stage, int64_t step, Clock::time_point when);
 
   // The steps that completed, with their attention. Needs the report (known when the generation
-  // ends): its text_encode_seconds places the first step's start, its radial_fell_back the
-  // attention. Without the text-encoding callback the first step is left out.
-  std::vector<StepTime> Steps(const GenerationParams& params, double text_encode_seconds, bool fell_back) const;
+  // ends): its text_encode_seconds places the first step's start. Without the text-encoding
+  // callback the first step is left out.
+  std::vector<StepTime> Steps(const GenerationParams& params, double text_encode_seconds) const;
 
  private:
   std::optional<Clock::time_point> text_started_;

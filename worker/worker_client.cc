@@ -1,27 +1,21 @@
 #include "worker_client.h"
 
-#include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
-#include <fstream>
 #include <limits>
-#include <optional>
-#include <sstream>
 #include <thread>
 
-#include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "assignment_check.h"
-#include "encoder/fmp4_encoder.h"
+#include "job_messages.h"
+#include "job_runner.h"
 #include "radial/common/echo.h"
 #include "radial/common/status_macros.h"
-#include "radial/v1/worker_service.grpc.pb.h"
-#include "step_timing.h"
+#include "worker_session.h"
 
 namespace radial::worker {
 namespace {
@@ -31,157 +25,10 @@ using Clock = std::chrono::steady_clock;
 // How long a drain that starts while the stream is being opened waits for the Hello to go out.
 constexpr auto kGreetingWait = std::chrono::seconds(1);
 
-// Longer tokens are a mistake (a file pasted whole); gRPC's headers hold 8 KiB in all.
-constexpr size_t kMaxTokenBytes = 4096;
-
-// The text of one PEM file, read now: each connection reads the files again, so a certificate
-// rotated on disk is used from the next connection on. A file without a PEM block (e.g. emptied
-// while being rewritten) is an error: gRPC would take empty roots as "trust the system's CAs".
-absl::StatusOr<std::string> ReadPem(const char* flag, const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  std::ostringstream text;
-  if (file) text << file.rdbuf();
-  if (!file) return absl::FailedPreconditionError(absl::StrCat(flag, ": cannot read ", common::Echo(path)));
-  if (text.str().find("-----BEGIN ") == std::string::npos) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(flag, ": ", common::Echo(path), " holds no PEM block, expected '-----BEGIN ...' text"));
-  }
-  return text.str();
-}
-
-// The credentials of one connection: TLS from the files as they are now, or plaintext.
-absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(const WorkerSecurity& security) {
-  if (!security.tls()) return grpc::InsecureChannelCredentials();
-  grpc::SslCredentialsOptions ssl;
-  RADIAL_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadPem("--tls-ca", security.tls_ca_file));
-  if (!security.tls_cert_file.empty()) {
-    RADIAL_ASSIGN_OR_RETURN(ssl.pem_cert_chain, ReadPem("--tls-cert", security.tls_cert_file));
-    RADIAL_ASSIGN_OR_RETURN(ssl.pem_private_key, ReadPem("--tls-key", security.tls_key_file));
-  }
-  return grpc::SslCredentials(ssl);
-}
-
-// Why a stream ended, as far as credentials go. gRPC reports a failed TLS handshake as UNAVAILABLE
-// with the TLS library's words in the message when this side rejected the scheduler's certificate;
-// when the scheduler rejects this worker's certificate (TLS 1.3: after the client's side of the
-// handshake is done) the worker only sees the connection closed while it was being set up.
-enum class Refusal {
-  kNone,               // not about credentials (the scheduler is down, restarting, ...)
-  kToken,              // UNAUTHENTICATED: no token, or one the scheduler does not know
-  kServerCertificate,  // this worker did not accept the scheduler's TLS (CA, expiry, name)
-  kClosedAtSetup,      // the scheduler closed the connection during its set-up: TLS refused
-};
-
-Refusal ClassifyRefusal(const absl::Status& status) {
-  if (status.code() == absl::StatusCode::kUnauthenticated || status.code() == absl::StatusCode::kPermissionDenied) {
-    return Refusal::kToken;
-  }
-  if (status.code() != absl::StatusCode::kUnavailable) return Refusal::kNone;
-  const std::string message = absl::AsciiStrToLower(status.message());
-  for (const char* word : {"handshake", "ssl", "tls", "certificate"}) {
-    if (absl::StrContains(message, word)) return Refusal::kServerCertificate;
-  }
-  if (absl::StrContains(message, "failed to connect") &&
-      (absl::StrContains(message, "socket closed") || absl::StrContains(message, "connection reset"))) {
-    return Refusal::kClosedAtSetup;
-  }
-  return Refusal::kNone;
-}
-
-// What to check, from what this worker sent.
-std::string RefusalHint(Refusal refusal, const WorkerSecurity& security) {
-  switch (refusal) {
-    case Refusal::kToken:
-      return security.token.empty()
-                 ? "this worker sends no token: set RADIAL_WORKER_TOKEN (or --token) to one of the scheduler's "
-                   "--worker-tokens"
-                 : "the token from RADIAL_WORKER_TOKEN / --token is not one of the scheduler's --worker-tokens";
-    case Refusal::kServerCertificate:
-      return absl::StrCat(
-          "this worker did not accept the scheduler's TLS: its certificate must chain to --tls-ca, be valid now and "
-          "name ",
-          security.tls_server_name.empty() ? "the host in --scheduler" : "--tls-server-name",
-          " (or the scheduler does not serve TLS)");
-    case Refusal::kClosedAtSetup:
-      if (!security.tls()) {
-        return "the scheduler closed the plaintext connection at once: it serves TLS (set --tls-ca, and for "
-               "--worker-tls-ca also --tls-cert/--tls-key)";
-      }
-      return security.tls_cert_file.empty()
-                 ? "the scheduler closed the connection during the TLS handshake: it requires a client certificate "
-                   "(--worker-tls-ca); set --tls-cert and --tls-key"
-                 : "the scheduler closed the connection during the TLS handshake: it does not accept this worker's "
-                   "certificate (--tls-cert must be signed by its --worker-tls-ca and be valid now)";
-    case Refusal::kNone: break;
-  }
-  return "";
-}
-
-v1::ModelInfo ModelInfoFrom(const ModelManifest& m) {
-  v1::ModelInfo info;
-  info.set_name(m.name);
-  info.set_architecture(m.architecture);
-  info.mutable_width()->set_min(m.width.min);
-  info.mutable_width()->set_max(m.width.max);
-  info.mutable_height()->set_min(m.height.min);
-  info.mutable_height()->set_max(m.height.max);
-  info.set_size_multiple(std::max(m.width.multiple, m.height.multiple));
-  info.mutable_frames()->set_min(m.frames.min);
-  info.mutable_frames()->set_max(m.frames.max);
-  info.set_frame_step(m.frames.multiple);
-  info.mutable_steps()->set_min(m.steps.min);
-  info.mutable_steps()->set_max(m.steps.max);
-  info.set_guidance_max(static_cast<float>(m.guidance_max));
-  info.set_prompt_max_chars(m.prompt_max_chars);
-  info.set_layers(m.num_layers);
-  v1::GenerateRequest& defaults = *info.mutable_defaults();
-  defaults.set_model(m.name);
-  defaults.set_negative_prompt(m.default_negative_prompt);
-  defaults.set_width(m.default_width);
-  defaults.set_height(m.default_height);
-  defaults.set_frames(m.default_frames);
-  defaults.set_fps(m.default_fps);
-  defaults.set_steps(m.default_steps);
-  defaults.set_guidance(static_cast<float>(m.default_guidance));
-  v1::RadialOptions& radial = *defaults.mutable_radial();
-  radial.set_decay(static_cast<float>(m.radial.decay));
-  radial.set_sink(m.radial.sink);
-  radial.set_block(m.radial.block);
-  radial.set_dense_layers(m.radial.dense_layers);
-  radial.set_dense_steps(m.radial.dense_steps);
-  radial.set_dense_last_steps(m.radial.dense_last_steps);
-  radial.set_dense(false);
-  return info;
-}
-
-v1::Stage ToProtoStage(Stage stage) {
-  switch (stage) {
-    case Stage::kEncodingText: return v1::STAGE_ENCODING_TEXT;
-    case Stage::kDenoising: return v1::STAGE_DENOISING;
-    case Stage::kDecoding: return v1::STAGE_DECODING;
-  }
-  return v1::STAGE_UNSPECIFIED;
-}
-
 std::string DefaultWorkerId() {
   char host[256] = {0};
   gethostname(host, sizeof(host) - 1);
   return absl::StrCat(host, "-", getpid());
-}
-
-v1::WorkerMessage HandBackMessage(const std::string& job_id, const std::string& reason) {
-  v1::WorkerMessage message;
-  message.mutable_hand_back()->set_job_id(job_id);
-  message.mutable_hand_back()->set_reason(reason);
-  return message;
-}
-
-v1::WorkerMessage FailedMessage(const std::string& job_id, const absl::Status& status) {
-  v1::WorkerMessage message;
-  message.mutable_failed()->set_job_id(job_id);
-  message.mutable_failed()->mutable_error()->set_code(static_cast<int>(status.code()));
-  message.mutable_failed()->mutable_error()->set_message(std::string(status.message()));
-  return message;
 }
 
 // An assignment answered with JobFailed before it ran: an outcome, no timings.
@@ -192,73 +39,6 @@ JobRecord RefusedJob(absl::StatusCode code) {
 }
 
 }  // namespace
-
-absl::Status CheckWorkerSecurity(const WorkerSecurity& security) {
-  if (security.tls_cert_file.empty() != security.tls_key_file.empty()) {
-    return absl::InvalidArgumentError("--tls-cert and --tls-key: got one without the other, expected both or neither");
-  }
-  if (!security.tls()) {
-    if (!security.tls_cert_file.empty()) {
-      return absl::InvalidArgumentError("--tls-cert: mutual TLS needs --tls-ca, the CA of the scheduler's certificate");
-    }
-    if (!security.tls_server_name.empty()) {
-      return absl::InvalidArgumentError("--tls-server-name: needs --tls-ca (TLS is off without it)");
-    }
-  }
-  if (security.token.size() > kMaxTokenBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("--token / RADIAL_WORKER_TOKEN: got ", security.token.size(),
-                                                   " bytes, expected at most ", kMaxTokenBytes));
-  }
-  for (const char c : security.token) {
-    if (c < '!' || c > '~') {
-      return absl::InvalidArgumentError(
-          "--token / RADIAL_WORKER_TOKEN: got a byte that is not visible ASCII (a space, a line break or a control "
-          "character), expected the token alone");
-    }
-  }
-  return ChannelCredentials(security).status();
-}
-
-// One stream to the scheduler and the job running on it. Created by Serve(), which ends it; shared
-// with the job and heartbeat threads and with Stop() and Drain().
-struct WorkerClient::Session {
-  grpc::ClientContext context;
-  // Set by Serve() before `greeted`; only Serve() touches it before then.
-  std::unique_ptr<grpc::ClientReaderWriter<v1::WorkerMessage, v1::SchedulerMessage>> stream;
-  std::mutex write_mutex;  // serialises writes, and the half-close with them
-  // Nothing more is written: the worker half-closed the stream (Drain) or it ended. Set under both
-  // `mutex` and `write_mutex`.
-  std::atomic<bool> closed{false};
-
-  std::mutex mutex;  // guards the fields below; `wake` signals changes of them and of `closed`
-  std::condition_variable wake;
-  bool greeted = false;   // the Hello went out: Drain() may write on the stream
-  bool draining = false;  // Draining sent: new assignments are handed back
-  std::string job_id;     // running job, empty when idle (and once its outcome is sent)
-  bool job_cancelled_by_scheduler = false;
-  bool job_handed_back = false;     // its outcome is not sent: the scheduler has the job back
-  std::atomic<bool> cancel{false};  // polled by the pipeline between denoising steps
-
-  bool Write(const v1::WorkerMessage& message) {
-    std::lock_guard<std::mutex> lock(write_mutex);
-    return !closed && stream->Write(message);
-  }
-  // Half-closes the stream, after `last` when given (nothing else can come between them: a hand
-  // back is the last word about its job): the scheduler sees the worker leave cleanly and ends the
-  // call. Returns whether `last` was written. The caller holds `mutex`.
-  bool CloseWritesLocked(const v1::WorkerMessage* last = nullptr) {
-    bool written = false;
-    {
-      std::lock_guard<std::mutex> lock(write_mutex);
-      if (closed) return false;
-      written = last != nullptr && stream->Write(*last);
-      closed = true;
-      stream->WritesDone();
-    }
-    wake.notify_all();
-    return written;
-  }
-};
 
 WorkerClient::WorkerClient(WorkerOptions options, Pipeline& pipeline)
     : options_(std::move(options)), pipeline_(pipeline) {
@@ -413,10 +193,9 @@ absl::Status WorkerClient::Run() {
     if (status.code() == absl::StatusCode::kFailedPrecondition) {
       spdlog::error("worker {}: cannot connect to {}: {}; retrying in {} ms", options_.worker_id, options_.scheduler,
                     std::string(status.message()), backoff_ms);
-    } else if (const Refusal refusal = ClassifyRefusal(status); refusal != Refusal::kNone) {
+    } else if (const std::string refusal = DescribeRefusal(status, options_.security); !refusal.empty()) {
       spdlog::error("worker {}: refused for its credentials by the scheduler at {}: {} ({}); retrying in {} ms",
-                    options_.worker_id, options_.scheduler, RefusalHint(refusal, options_.security), status.ToString(),
-                    backoff_ms);
+                    options_.worker_id, options_.scheduler, refusal, status.ToString(), backoff_ms);
     } else {
       spdlog::warn("worker {}: stream to {} ended ({}); reconnecting in {} ms", options_.worker_id, options_.scheduler,
                    status.ToString(), backoff_ms);
@@ -430,17 +209,11 @@ absl::Status WorkerClient::Run() {
 }
 
 absl::Status WorkerClient::Serve() {
-  grpc::ChannelArguments arguments;
-  arguments.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
-  arguments.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
-  arguments.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  arguments.SetMaxSendMessageSize(8 << 20);
   const WorkerSecurity& security = options_.security;
-  if (!security.tls_server_name.empty()) arguments.SetSslTargetNameOverride(security.tls_server_name);
   // A new channel per stream, with credentials from the files as they are now.
-  RADIAL_ASSIGN_OR_RETURN(const std::shared_ptr<grpc::ChannelCredentials> credentials, ChannelCredentials(security));
-  const auto channel = grpc::CreateCustomChannel(options_.scheduler, credentials, arguments);
-  const auto stub = v1::WorkerService::NewStub(channel);
+  RADIAL_ASSIGN_OR_RETURN(const std::shared_ptr<grpc::ChannelCredentials> credentials, SchedulerCredentials(security));
+  const auto stub =
+      v1::WorkerService::NewStub(SchedulerChannel(options_.scheduler, credentials, security.tls_server_name));
   auto session = std::make_shared<Session>();
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -557,7 +330,7 @@ void WorkerClient::Accept(const std::shared_ptr<Session>& session, const v1::Ass
   if (job.joinable()) job.join();  // the previous job's thread, done but for its exit
   job = std::thread([this, session, assign] {
     JobRecord record;
-    const v1::WorkerMessage outcome = RunJob(*session, assign, record);
+    const v1::WorkerMessage outcome = RunAssignment(*session, assign, record);
     record.code =
         outcome.has_failed() ? static_cast<absl::StatusCode>(outcome.failed().error().code()) : absl::StatusCode::kOk;
     // Counted, and idle, before the scheduler hears the outcome (and may assign the next job).
@@ -583,90 +356,34 @@ void WorkerClient::Accept(const std::shared_ptr<Session>& session, const v1::Ass
   });
 }
 
-v1::WorkerMessage WorkerClient::RunJob(Session& session, const v1::Assign& assign, JobRecord& record) {
+v1::WorkerMessage WorkerClient::RunAssignment(Session& session, const v1::Assign& assign, JobRecord& record) {
   const std::string& job_id = assign.job_id();
   const v1::GenerateRequest& request = assign.request();
-  spdlog::info("job_id={} started on worker {} (attempt {}): {}x{}x{} steps={}", job_id, options_.worker_id,
-               assign.attempt(), request.width(), request.height(), request.frames(), request.steps());
-  GenerationParams params;
-  params.prompt = request.prompt();
-  params.negative_prompt = request.negative_prompt();
-  params.width = request.width();
-  params.height = request.height();
-  params.frames = request.frames();
-  params.steps = request.steps();
-  params.guidance = request.guidance();
-  params.seed = request.seed();
-  params.radial = {request.radial().decay(),       request.radial().sink(),
-                   request.radial().block(),       request.radial().dense_layers(),
-                   request.radial().dense_steps(), request.radial().dense_last_steps()};
-  params.dense = request.radial().dense();
-
-  auto failure = [&](const absl::Status& status) { return FailedMessage(job_id, status); };
-
-  EncoderOptions encoder_options;
-  encoder_options.width = static_cast<int>(request.width());
-  encoder_options.height = static_cast<int>(request.height());
-  encoder_options.fps = {static_cast<int>(request.fps()), 1};
-  encoder_options.preset = options_.x264_preset;
-  encoder_options.threads = options_.x264_threads;
-  encoder_options.max_chunk_bytes = options_.max_chunk_bytes;
-  auto encoder = Fmp4Encoder::Create(encoder_options, [&](const Chunk& chunk) {
-    v1::WorkerMessage message;
-    message.mutable_chunk()->set_job_id(job_id);
-    message.mutable_chunk()->mutable_chunk()->set_offset(chunk.offset);
-    message.mutable_chunk()->mutable_chunk()->set_data(chunk.bytes.data(), chunk.bytes.size());
-    return session.Write(message) ? absl::OkStatus() : absl::UnavailableError("the scheduler stream closed");
-  });
-  if (!encoder.ok()) return failure(encoder.status());
-  double encode_seconds = 0;
-  StepTimer steps;
-  GenerationCallbacks callbacks;
-  callbacks.progress = [&](Stage stage, int64_t step, int64_t total) {
-    steps.Progress(stage, step, Clock::now());  // first: the write below may wait for the stream
-    v1::WorkerMessage message;
-    message.mutable_progress()->set_job_id(job_id);
-    message.mutable_progress()->mutable_progress()->set_stage(ToProtoStage(stage));
-    message.mutable_progress()->mutable_progress()->set_step(static_cast<uint32_t>(step));
-    message.mutable_progress()->mutable_progress()->set_total(static_cast<uint32_t>(total));
-    session.Write(message);
-  };
-  callbacks.frame = [&](const uint8_t* rgb, int64_t stride) {
-    const auto start = Clock::now();
-    absl::Status status = (*encoder)->AddFrame(rgb, stride);
-    encode_seconds += std::chrono::duration<double>(Clock::now() - start).count();
-    return status;
-  };
-  callbacks.cancelled = [&] { return session.cancel.load(); };
-  const auto report = pipeline_.Generate(params, callbacks);
-  if (!report.ok()) return failure(report.status());
-  // Only now is it known whether the whole generation ran dense (a fallback): the step times were
-  // kept until here.
-  record.mask_density = report->mask_density;
-  record.steps = steps.Steps(params, report->text_encode_seconds, report->radial_fell_back);
-  const auto start = Clock::now();
-  if (absl::Status finished = (*encoder)->Finish(); !finished.ok()) return failure(finished);
-  encode_seconds += std::chrono::duration<double>(Clock::now() - start).count();
-  v1::WorkerMessage done;
-  done.mutable_done()->set_job_id(job_id);
-  v1::JobStats& stats = *done.mutable_done()->mutable_stats();
-  stats.set_text_encode_seconds(report->text_encode_seconds);
-  stats.set_denoise_seconds(report->denoise_seconds);
-  stats.set_decode_seconds(report->decode_seconds - encode_seconds);
-  stats.set_encode_seconds(encode_seconds);
-  stats.set_frames(static_cast<uint32_t>((*encoder)->frames_added()));
-  stats.set_video_bytes((*encoder)->bytes_emitted());
-  stats.set_mask_density(report->mask_density);
-  *stats.mutable_radial() = request.radial();
-  if (report->radial_fell_back) stats.mutable_radial()->set_dense(true);
-  record.stages = JobStageSeconds{.text_encode = stats.text_encode_seconds(),
-                                  .denoise = stats.denoise_seconds(),
-                                  .decode = stats.decode_seconds(),
-                                  .encode = stats.encode_seconds()};
-  spdlog::info("job_id={} done: {} frames, {} bytes, denoise {:.2f} s, decode {:.2f} s, encode {:.2f} s", job_id,
-               stats.frames(), stats.video_bytes(), stats.denoise_seconds(), stats.decode_seconds(),
-               stats.encode_seconds());
-  return done;
+  const JobSpec spec = JobSpecFrom(request, {.x264_preset = options_.x264_preset,
+                                             .x264_threads = options_.x264_threads,
+                                             .max_chunk_bytes = options_.max_chunk_bytes});
+  spdlog::info("job_id={} started on worker {} (attempt {}): {}x{}x{} steps={} fragment_frames={}", job_id,
+               options_.worker_id, assign.attempt(), request.width(), request.height(), request.frames(),
+               request.steps(), request.fragment_frames());
+  StreamJobSink sink(session, job_id);
+  const JobOutcome outcome = RunJob(pipeline_, spec, session.cancel, sink);
+  if (outcome.report) {
+    record.mask_density = outcome.report->mask_density;
+    record.steps = outcome.steps;
+  }
+  if (!outcome.status.ok()) return FailedMessage(job_id, outcome.status);
+  const JobTimes& times = outcome.times;
+  record.stages = JobStageSeconds{
+      .text_encode = times.text_encode, .denoise = times.denoise, .decode = times.decode, .encode = times.encode};
+  record.stream = JobStreamSeconds{.first_fragment = times.first_fragment,
+                                   .last_step_to_first_fragment = times.last_step_to_first_fragment,
+                                   .last_step_to_last_byte = times.last_step_to_last_byte};
+  spdlog::info(
+      "job_id={} done: {} frames in {} fragments, {} bytes, denoise {:.2f} s, decode {:.2f} s (waited {:.2f} s for "
+      "the encoder), encode {:.2f} s; first fragment after {:.2f} s, last byte {:.2f} s after the last step",
+      job_id, outcome.frames_encoded, outcome.fragments, outcome.video_bytes, times.denoise, times.decode,
+      times.frame_wait, times.encode, times.first_fragment, times.last_step_to_last_byte);
+  return DoneMessage(job_id, request, outcome);
 }
 
 }  // namespace radial::worker

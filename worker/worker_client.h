@@ -1,22 +1,26 @@
 // The worker's side of radial.v1.WorkerService: dials the scheduler, announces the loaded model,
-// checks each assignment against the model's manifest (assignment_check.h), runs it through the
-// Pipeline and the Fmp4Encoder, and streams progress, MP4 chunks and the outcome back. Reconnects
-// with backoff when the stream breaks (the scheduler requeues a job whose worker disappears, so a
-// job cut off by a broken stream is abandoned here).
+// checks each assignment against the model's manifest (assignment_check.h), runs it through the job
+// runner (job_runner.h: the Pipeline and the Fmp4Encoder on its own thread) and streams progress,
+// MP4 chunks and the outcome back. Reconnects with backoff when the stream breaks (the scheduler
+// requeues a job whose worker disappears, so a job cut off by a broken stream is abandoned here).
 //
-// Security (WorkerSecurity): TLS to the scheduler with a CA of the operator's choosing, a client
-// certificate for mutual TLS and/or a worker token sent as "authorization: Bearer <token>". The
-// PEM files are read again at every (re)connect, so certificates rotated on disk are used from the
-// next connection on. A stream the scheduler refuses (UNAUTHENTICATED, a failed TLS handshake) is
-// logged as refused for credentials and retried with the usual backoff.
+// The parts: this class is the session's lifecycle (connect, reconnect with backoff, heartbeat,
+// reading the stream, Accept, the job thread, drain, the observer's state); worker_session.h is the
+// stream and its serialised writes; worker_security.h the TLS / token settings and what a refusal
+// means; job_messages.h the translation between radial.v1 and the runner's plain C++ types.
+//
+// Security (WorkerSecurity): TLS to the scheduler, a client certificate for mutual TLS and/or a
+// worker token. A stream the scheduler refuses (UNAUTHENTICATED, a failed TLS handshake) is logged
+// as refused for credentials and retried with the usual backoff.
 //
 // Shutting down: Stop() drops the stream at once (the scheduler requeues the running job as lost);
 // Drain() first lets the running job finish, or hands it back (JobHandBack) when its grace runs out,
 // and closes the stream cleanly.
 //
-// Threads: the caller's thread runs Run() and reads the stream; one job thread runs the current job;
-// one heartbeat thread; Drain() works on its caller's thread. Writes to the stream are serialised
-// by a mutex. Capacity is one job.
+// Threads: the caller's thread runs Run() and reads the stream; one job thread runs the current job
+// (the pipeline), beside it that job's encoder thread (inside RunJob); one heartbeat thread; Drain()
+// works on its caller's thread. Writes to the stream are serialised by the session. Capacity is one
+// job.
 #ifndef RADIAL_WORKER_WORKER_CLIENT_H_
 #define RADIAL_WORKER_WORKER_CLIENT_H_
 
@@ -31,6 +35,7 @@
 #include "absl/status/status.h"
 #include "pipeline.h"
 #include "worker_observer.h"
+#include "worker_security.h"
 
 namespace radial::v1 {
 class Assign;
@@ -39,23 +44,7 @@ class WorkerMessage;
 
 namespace radial::worker {
 
-// How the worker proves who it is and checks who the scheduler is. The token is never logged.
-struct WorkerSecurity {
-  std::string tls_ca_file;      // PEM CA the scheduler's certificate must chain to; set: TLS on
-  std::string tls_cert_file;    // PEM certificate chain of this worker (mutual TLS), with tls_key_file
-  std::string tls_key_file;     // its private key
-  std::string tls_server_name;  // name checked in the scheduler's certificate; empty: the host dialled
-  std::string token;            // worker token (--worker-tokens on the scheduler); empty: none sent
-
-  bool tls() const { return !tls_ca_file.empty(); }
-};
-
-// Checks the settings before the first connection: INVALID_ARGUMENT naming the flag for a key without
-// its certificate (or the reverse), a certificate or server name without --tls-ca, or a token that
-// cannot travel in a header (visible ASCII only; the message never quotes it); FAILED_PRECONDITION
-// naming the flag and the file for a file that cannot be read or holds no PEM block (the same error
-// a later reconnect logs and retries on).
-absl::Status CheckWorkerSecurity(const WorkerSecurity& security);
+struct WorkerSession;
 
 struct WorkerOptions {
   std::string scheduler = "localhost:50051";  // host:port of radial-scheduler
@@ -63,9 +52,11 @@ struct WorkerOptions {
   WorkerSecurity security;                    // default: plaintext, no token (a loopback scheduler)
   int heartbeat_ms = 5000;
   int reconnect_max_ms = 5000;  // backoff doubles from 100 ms up to this
-  int64_t max_chunk_bytes = 1 << 20;
+  int64_t max_chunk_bytes = 1 << 20;    // per chunk message, in [1024, 4 MiB)
   std::string x264_preset = "veryfast";
-  int x264_threads = 1;                 // 1: the same bytes for the same request on any machine
+  // Passed to x264 for every job (EncoderOptions::threads): 1 gives the same bytes for the same
+  // request on any machine; 0 is one per core. The encoder runs on its own thread either way.
+  int x264_threads = 1;
   bool exit_when_disconnected = false;  // tests: Run() returns when the stream ends
   // Drain: how long the scheduler gets to end the stream after the worker half-closed it, before
   // the worker cancels the call itself.
@@ -100,15 +91,16 @@ class WorkerClient {
 
  private:
   using Clock = std::chrono::steady_clock;
-  struct Session;
+  using Session = WorkerSession;
   absl::Status Serve();
   // Handles one Assign on the reading thread: answers it at once (hand back while draining, busy,
   // outside the manifest) or starts the job thread.
   void Accept(const std::shared_ptr<Session>& session, const v1::Assign& assign, std::thread& job);
-  // Runs one job, streaming progress and chunks; returns its last message (done or failed), which
-  // the job thread sends only after marking the worker idle, so the scheduler's next Assign finds
-  // it so. Fills `record`'s timings for the observer (the job thread sets its code).
-  v1::WorkerMessage RunJob(Session& session, const v1::Assign& assign, JobRecord& record);
+  // Runs one assigned job through RunJob (job_runner.h), streaming progress and chunks; returns
+  // its last message (done or failed), which the job thread sends only after marking the worker
+  // idle, so the scheduler's next Assign finds it so. Fills `record`'s timings for the observer
+  // (the job thread sets its code).
+  v1::WorkerMessage RunAssignment(Session& session, const v1::Assign& assign, JobRecord& record);
   // Drain()'s work on the stream of `session`: Draining, the wait, the hand back, the half-close.
   void DrainSession(Session& session, std::chrono::seconds grace);
   Clock::time_point DrainDeadline() const;

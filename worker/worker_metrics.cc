@@ -37,6 +37,18 @@ WorkerMetrics::WorkerMetrics(std::shared_ptr<prometheus::Registry> registry, con
                         .Name("radial_worker_step_seconds")
                         .Help("One denoising step, by the attention it ran (radial or dense)")
                         .Register(*registry_)),
+      first_fragment_seconds_(BuildHistogram()
+                                  .Name("radial_worker_first_fragment_seconds")
+                                  .Help("Each finished job's start on the worker to its first media fragment")
+                                  .Register(*registry_)
+                                  .Add({{"model", model}}, common::JobLatencyBuckets())),
+      last_step_to_first_fragment_seconds_(
+          BuildHistogram()
+              .Name("radial_worker_last_step_to_first_fragment_seconds")
+              .Help("Each finished job's last denoising step to its first media fragment (decode and encode "
+                    "of the first fragment)")
+              .Register(*registry_)
+              .Add({{"model", model}}, common::StepBuckets())),
       mask_density_(BuildGauge()
                         .Name("radial_worker_mask_density")
                         .Help("Tile density of the last job's radial attention mask (1 when it ran dense)")
@@ -95,6 +107,10 @@ void WorkerMetrics::JobEnded(const JobRecord& job) {
     observe("denoise", job.stages->denoise);
     observe("decode", job.stages->decode);
     observe("encode", job.stages->encode);
+  }
+  if (job.stream.has_value()) {
+    first_fragment_seconds_.Observe(job.stream->first_fragment);
+    last_step_to_first_fragment_seconds_.Observe(job.stream->last_step_to_first_fragment);
   }
   if (job.mask_density.has_value()) mask_density_.Add({{"model", model_}}).Set(*job.mask_density);
   prometheus::Histogram& radial =

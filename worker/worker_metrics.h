@@ -36,8 +36,8 @@ class WorkerMetrics : public WorkerObserver {
   // radial_worker_state: `state` 1, the four others 0. The new state is set before the old one is
   // cleared, so a scrape in between sees both at 1 (never none).
   void StateChanged(WorkerState state) override;
-  // jobs_total by code; stage times (finished jobs), step times by attention and the mask density
-  // (generated jobs); then the GPU memory.
+  // jobs_total by code; stage and first-fragment times (finished jobs), step times by attention and
+  // the mask density (generated jobs); then the GPU memory.
   void JobEnded(const JobRecord& job) override;
 
   void ModelLoaded(double seconds);
@@ -56,6 +56,8 @@ class WorkerMetrics : public WorkerObserver {
   prometheus::Family<prometheus::Counter>& jobs_;
   prometheus::Family<prometheus::Histogram>& stage_seconds_;
   prometheus::Family<prometheus::Histogram>& step_seconds_;
+  prometheus::Histogram& first_fragment_seconds_;
+  prometheus::Histogram& last_step_to_first_fragment_seconds_;
   prometheus::Family<prometheus::Gauge>& mask_density_;
   prometheus::Family<prometheus::Gauge>& gpu_memory_;
   prometheus::Gauge& model_load_seconds_;

@@ -44,12 +44,20 @@ struct StepTime {
   bool dense = false;
 };
 
-// The stage times of a finished job (its v1::JobStats).
+// The stage times of a finished job (its v1::JobStats). Decode and encode overlap: the encoder
+// runs on its own thread while the next frames decode.
 struct JobStageSeconds {
   double text_encode = 0;
   double denoise = 0;
-  double decode = 0;  // VAE decode and frame delivery, without the encoder's time
-  double encode = 0;  // H.264 encoding and muxing
+  double decode = 0;  // VAE decode and frames into the encoder's queue, without waiting for room in it
+  double encode = 0;  // the encoder thread's busy time: H.264 encoding and muxing
+};
+
+// When a finished job's video reached the stream (its v1::JobStats).
+struct JobStreamSeconds {
+  double first_fragment = 0;               // the job's start on the worker -> its first media fragment
+  double last_step_to_first_fragment = 0;  // the end of the last denoising step -> that fragment
+  double last_step_to_last_byte = 0;       // the end of the last denoising step -> the last byte
 };
 
 // One job as it ended on this worker.
@@ -57,13 +65,14 @@ struct JobRecord {
   // OK for JobDone; the JobFailed code otherwise (an assignment refused before it ran included);
   // for a job the drain handed back, the code its interrupted run ended with (CANCELLED, or OK).
   absl::StatusCode code = absl::StatusCode::kOk;
-  std::optional<JobStageSeconds> stages;  // set for a job that finished (code OK)
+  std::optional<JobStageSeconds> stages;   // set for a job that finished (code OK)
+  std::optional<JobStreamSeconds> stream;  // likewise
   // Set when the pipeline finished generating (its GenerationReport is known): the tile density of
   // the radial mask, 1 when the job ran dense.
   std::optional<double> mask_density;
-  // Every denoising step, in order, classified with the report's fallback rule; empty when the
-  // pipeline did not finish (a failed or cancelled job: whether it had fallen back to dense is not
-  // known then, so its steps are not reported rather than reported under a guessed attention).
+  // Every denoising step, in order, with its attention (step_timing.h); set with mask_density.
+  // Empty when the pipeline did not finish (a failed or cancelled job): the first step's start
+  // comes from the report, and a partial list would bias the histograms towards early steps.
   std::vector<StepTime> steps;
 };
 

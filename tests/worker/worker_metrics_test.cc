@@ -1,6 +1,6 @@
 // radial-worker's metrics, as a dashboard reads them: the text exposition of WorkerMetrics after a
 // sequence of observer calls (names, labels, counts, the one state at 1), the dense/radial step
-// classification and its fallback rule (StepTimer), the HTTP endpoint (/metrics, /healthz), a real
+// classification (StepTimer), the HTTP endpoint (/metrics, /healthz), a real
 // job of the tiny bundle through WorkerClient, and the radial-worker binary itself: loading while
 // its bundle loads, then idle while no scheduler listens, --log-format json, exit 2 for a bad
 // RADIAL_LOG_LEVEL.
@@ -128,6 +128,8 @@ TEST(WorkerMetricsTest, EveryFamilyExistsFromTheStartWithTheStateLoading) {
   }
   EXPECT_EQ(Value(text, Steps("count", "radial")), 0);
   EXPECT_EQ(Value(text, Steps("count", "dense")), 0);
+  EXPECT_EQ(Value(text, "radial_worker_first_fragment_seconds_count{model=\"wan-test\"}"), 0);
+  EXPECT_EQ(Value(text, "radial_worker_last_step_to_first_fragment_seconds_count{model=\"wan-test\"}"), 0);
   for (const char* kind : {"allocated", "reserved", "peak"}) {
     EXPECT_EQ(Value(text, std::string("radial_worker_gpu_memory_bytes{kind=\"") + kind + "\",model=\"wan-test\"}"), 0);
   }
@@ -166,6 +168,7 @@ TEST(WorkerMetricsTest, JobsAreCountedByCodeWithStageTimesForFinishedJobsOnly) {
   metrics.ModelLoaded(12.5);
   JobRecord done;
   done.stages = JobStageSeconds{.text_encode = 0.25, .denoise = 40, .decode = 3, .encode = 0.5};
+  done.stream = JobStreamSeconds{.first_fragment = 45, .last_step_to_first_fragment = 0.75, .last_step_to_last_byte = 3.5};
   done.mask_density = 0.375;
   metrics.JobEnded(done);
   JobRecord cancelled;
@@ -190,6 +193,10 @@ TEST(WorkerMetricsTest, JobsAreCountedByCodeWithStageTimesForFinishedJobsOnly) {
   EXPECT_EQ(Value(text, "radial_worker_stage_seconds_bucket{model=\"wan-test\",stage=\"denoise\",le=\"30\"}"), 0);
   EXPECT_EQ(Value(text, "radial_worker_stage_seconds_bucket{model=\"wan-test\",stage=\"denoise\",le=\"60\"}"), 1);
   EXPECT_DOUBLE_EQ(Value(text, "radial_worker_mask_density{model=\"wan-test\"}"), 0.375);
+  EXPECT_EQ(Value(text, "radial_worker_first_fragment_seconds_count{model=\"wan-test\"}"), 1);
+  EXPECT_DOUBLE_EQ(Value(text, "radial_worker_first_fragment_seconds_sum{model=\"wan-test\"}"), 45);
+  EXPECT_EQ(Value(text, "radial_worker_last_step_to_first_fragment_seconds_count{model=\"wan-test\"}"), 1);
+  EXPECT_DOUBLE_EQ(Value(text, "radial_worker_last_step_to_first_fragment_seconds_sum{model=\"wan-test\"}"), 0.75);
   EXPECT_EQ(Value(text, "radial_worker_model_load_seconds{model=\"wan-test\"}"), 12.5);
   // The GPU memory is read again after each job.
   EXPECT_EQ(reads, 3);
@@ -204,22 +211,21 @@ TEST(WorkerMetricsTest, JobsAreCountedByCodeWithStageTimesForFinishedJobsOnly) {
 TEST(StepTimingTest, StepsRunDenseAtTheEdgesTheRequestAsksFor) {
   const GenerationParams params = Request(6, 1, 2);
   const bool expected[] = {true, false, false, false, true, true};
-  for (int64_t i = 0; i < 6; ++i) EXPECT_EQ(StepRunsDense(params, i, false), expected[i]) << "step " << i;
+  for (int64_t i = 0; i < 6; ++i) EXPECT_EQ(StepRunsDense(params, i), expected[i]) << "step " << i;
   GenerationParams dense = params;
   dense.dense = true;
   GenerationParams all_dense_steps = Request(4, 4, 0);
   for (int64_t i = 0; i < 6; ++i) {
-    EXPECT_TRUE(StepRunsDense(params, i, /*fell_back=*/true)) << "step " << i;
-    EXPECT_TRUE(StepRunsDense(dense, i, false)) << "step " << i;
+    EXPECT_TRUE(StepRunsDense(dense, i)) << "step " << i;
     if (i < 4) {
-      EXPECT_TRUE(StepRunsDense(all_dense_steps, i, false)) << "step " << i;
+      EXPECT_TRUE(StepRunsDense(all_dense_steps, i)) << "step " << i;
     }
   }
 }
 
 TEST(StepTimingTest, TheFirstStepStartsWhenTextEncodingEnds) {
   const StepTimer timer = Replay(0.5, {0.25, 0.125, 2.0});
-  const std::vector<StepTime> steps = timer.Steps(Request(3, 0, 0), 0.5, false);
+  const std::vector<StepTime> steps = timer.Steps(Request(3, 0, 0), 0.5);
   ASSERT_EQ(steps.size(), 3u);
   EXPECT_NEAR(steps[0].seconds, 0.25, 1e-6);
   EXPECT_NEAR(steps[1].seconds, 0.125, 1e-6);
@@ -230,18 +236,18 @@ TEST(StepTimingTest, TheFirstStepStartsWhenTextEncodingEnds) {
   const Clock::time_point t0 = Clock::now();
   partial.Progress(Stage::kDenoising, 1, t0);
   partial.Progress(Stage::kDenoising, 2, t0 + 1s);
-  const std::vector<StepTime> later = partial.Steps(Request(2, 0, 0), 0.5, false);
+  const std::vector<StepTime> later = partial.Steps(Request(2, 0, 0), 0.5);
   ASSERT_EQ(later.size(), 1u);
   EXPECT_NEAR(later[0].seconds, 1.0, 1e-6);
 }
 
-TEST(StepTimingTest, StepsReachTheHistogramsByAttentionAndAFallbackMakesThemAllDense) {
+TEST(StepTimingTest, StepsReachTheHistogramsByAttention) {
   auto registry = std::make_shared<prometheus::Registry>();
   WorkerMetrics metrics(registry, kModel, nullptr);
   const GenerationParams params = Request(6, 1, 2);  // dense: steps 0, 4 and 5
   const StepTimer timer = Replay(1.0, {0.5, 0.02, 0.03, 0.04, 0.5, 0.5});
   JobRecord radial;
-  radial.steps = timer.Steps(params, 1.0, /*fell_back=*/false);
+  radial.steps = timer.Steps(params, 1.0);
   metrics.JobEnded(radial);
   std::string text = Exposition(*registry);
   EXPECT_EQ(Value(text, Steps("count", "dense")), 3);
@@ -250,11 +256,12 @@ TEST(StepTimingTest, StepsReachTheHistogramsByAttentionAndAFallbackMakesThemAllD
   EXPECT_NEAR(Value(text, Steps("sum", "radial")), 0.09, 1e-6);
   EXPECT_EQ(Value(text, "radial_worker_step_seconds_bucket{attention=\"radial\",model=\"wan-test\",le=\"0.025\"}"), 1);
 
-  // The same request on a geometry too small for the radial rule: the pipeline ran it all dense,
-  // which the report says only at the end.
-  JobRecord fell_back;
-  fell_back.steps = timer.Steps(params, 1.0, /*fell_back=*/true);
-  metrics.JobEnded(fell_back);
+  // The same request asking for dense attention: every step is dense.
+  GenerationParams dense = params;
+  dense.dense = true;
+  JobRecord all_dense;
+  all_dense.steps = timer.Steps(dense, 1.0);
+  metrics.JobEnded(all_dense);
   text = Exposition(*registry);
   EXPECT_EQ(Value(text, Steps("count", "dense")), 3 + 6);
   EXPECT_EQ(Value(text, Steps("count", "radial")), 3);
@@ -440,10 +447,12 @@ TEST(WorkerClientMetricsTest, RealJobsReportTheirStepsStagesAndStates) {
   RecordingMetrics recording(metrics);
 
   OneJobScheduler scheduler;
-  // 128x128x5: 64 tokens per latent frame, enough for the radial rule with 64-token tiles; 64x64x1
-  // (16 tokens) is not, so that job falls back to dense for all of its steps.
+  // A radial job (128x128x5, 4 steps, the first and the last dense), then one that asks for dense
+  // attention throughout (64x64x1, 3 steps).
   scheduler.Queue(Assignment(model, "radial", 128, 5, 4));
-  scheduler.Queue(Assignment(model, "fell-back", 64, 1, 3));
+  v1::SchedulerMessage dense = Assignment(model, "dense", 64, 1, 3);
+  dense.mutable_assign()->mutable_request()->mutable_radial()->set_dense(true);
+  scheduler.Queue(dense);
   v1::SchedulerMessage outside = Assignment(model, "outside", 1000, 1, 3);
   scheduler.Queue(outside);
   grpc::ServerBuilder builder;
@@ -468,7 +477,7 @@ TEST(WorkerClientMetricsTest, RealJobsReportTheirStepsStagesAndStates) {
   ASSERT_TRUE(outcomes[1].has_done());
   ASSERT_TRUE(outcomes[2].has_failed());
   EXPECT_FALSE(outcomes[0].done().stats().radial().dense()) << "the first job ran radial steps";
-  EXPECT_TRUE(outcomes[1].done().stats().radial().dense()) << "the second fell back to dense";
+  EXPECT_TRUE(outcomes[1].done().stats().radial().dense()) << "the second ran dense, as it asked";
 
   const std::string text = Exposition(*registry);
   EXPECT_EQ(Value(text, "radial_worker_jobs_total{code=\"OK\",model=\"" + model + "\"}"), 2);
@@ -477,7 +486,8 @@ TEST(WorkerClientMetricsTest, RealJobsReportTheirStepsStagesAndStates) {
     EXPECT_EQ(Value(text, "radial_worker_stage_seconds_count{model=\"" + model + "\",stage=\"" + stage + "\"}"), 2)
         << stage;
   }
-  // 4 steps with one dense at each end: 2 radial and 2 dense; then 3 dense steps (the fallback).
+  EXPECT_EQ(Value(text, "radial_worker_first_fragment_seconds_count{model=\"" + model + "\"}"), 2);
+  // 4 steps with one dense at each end: 2 radial and 2 dense; then 3 dense steps (a dense request).
   EXPECT_EQ(Value(text, Steps("count", "radial", model)), 2);
   EXPECT_EQ(Value(text, Steps("count", "dense", model)), 2 + 3);
   const double step_sum = Value(text, Steps("sum", "radial", model)) + Value(text, Steps("sum", "dense", model));
