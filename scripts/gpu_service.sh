@@ -257,12 +257,13 @@ note "worker serving $(grep -o '"name":"[^"]*"' <<<"$("${ctl[@]}" models --json)
   "$(awk -v s="$t" -v n="$(date +%s.%N)" 'BEGIN {printf "%.1f", n - s}') s (start, bundle load to the GPU)"
 
 ((${#jobs[@]})) || jobs=(--job "480x832x81 steps=50")
+metrics_port=$(grep -o 'metrics on http://127.0.0.1:[0-9]*' "$OUT/worker.log" | head -1 | sed 's/.*://')
 PYTHONPATH=$driver_path "$PY" scripts/gpu_service_driver.py --server "$server" \
+  ${metrics_port:+--worker-metrics "http://127.0.0.1:$metrics_port/metrics"} \
   --radialctl "env LD_LIBRARY_PATH=$run_lib_path $R/bin/radialctl" --client "$client" \
   ${prompt:+--prompt "$prompt"} --deadline "$deadline" --out "$OUT" --scratch "$W/videos" "${jobs[@]}" \
   >"$W/table.txt"
 status=$?
-metrics_port=$(grep -o 'metrics on http://127.0.0.1:[0-9]*' "$OUT/worker.log" | head -1 | sed 's/.*://')
 [ -n "$metrics_port" ] && "$PY" -c 'import sys, urllib.request
 sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \
   "http://127.0.0.1:$metrics_port/metrics" >"$OUT/worker_metrics.txt" 2>&1

@@ -439,6 +439,22 @@ def summary_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def gpu_memory(url: str) -> dict:
+    """The worker's radial_worker_gpu_memory_bytes gauges (allocated, reserved, peak), in GiB."""
+    import urllib.request
+    try:
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+    except OSError as error:
+        return {"error": str(error)}
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("radial_worker_gpu_memory_bytes{"):
+            kind = re.search(r'kind="([a-z]+)"', line)
+            if kind:
+                found[kind.group(1) + "_gib"] = round(float(line.rsplit(" ", 1)[1]) / 2**30, 2)
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--server", help="scheduler HOST:PORT")
@@ -449,6 +465,8 @@ def main() -> int:
     parser.add_argument("--prompt", default="a red fox running through deep snow at dawn, cinematic lighting")
     parser.add_argument("--deadline", type=float, default=0, help="Unix time by which every job must end (0: none)")
     parser.add_argument("--out", type=Path, help="folder for service_jobs.jsonl and client.log")
+    parser.add_argument("--worker-metrics", default="",
+                        help="the worker's /metrics URL: its GPU memory gauges are read after each job")
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/radial-service/videos"), help="videos go here")
     args = parser.parse_args()
     if args.table:
@@ -506,6 +524,8 @@ def main() -> int:
                 job = radialctl_json(ctl, "status", run.job_id) if run.job_id else None
                 record = record_for(index, spec, run, job, model)
                 record["expected_seconds"] = round(expected, 1)
+                if args.worker_metrics:
+                    record["gpu_memory_after"] = gpu_memory(args.worker_metrics)
                 if run.exit_code == 0 and run.end is not None:
                     history[spec.key] = run.end
                 seen_shapes.add(shape)
