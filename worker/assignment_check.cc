@@ -84,6 +84,10 @@ absl::Status CheckAssignment(const ModelManifest& manifest, const v1::GenerateRe
   if (request.fps() < 1 || request.fps() > kAssignmentMaxFps) {
     return Invalid("fps", absl::StrCat(request.fps()), absl::StrCat("[1, ", kAssignmentMaxFps, "]"));
   }
+  if (request.fragment_frames() > kAssignmentMaxFragmentFrames) {
+    return Invalid("fragment_frames", absl::StrCat(request.fragment_frames()),
+                   absl::StrCat("0 (one second of video) or 1 to ", kAssignmentMaxFragmentFrames));
+  }
   RADIAL_RETURN_IF_ERROR(CheckSize("steps", request.steps(), manifest.steps));
   // Compared as the float this worker announces (ModelInfo.guidance_max), which the scheduler checks.
   const float guidance_max = static_cast<float>(manifest.guidance_max);

@@ -17,10 +17,12 @@ namespace radial::worker {
 // The API's fixed ranges (proto/radial/v1/video_service.proto) for what the manifest does not bound.
 inline constexpr uint32_t kAssignmentMaxFps = 120;
 inline constexpr float kAssignmentMaxDecay = 10.0f;
+inline constexpr uint32_t kAssignmentMaxFragmentFrames = 1000;  // the encoder's largest GOP
 
 // OK when `request`, as resolved by the scheduler, can run on `manifest`'s model: the model name,
 // prompt lengths (characters of valid UTF-8), width/height ranges and multiples, frames range and
-// step, fps, steps range, guidance, and the radial knobs (decay, block, dense layers and steps).
+// step, fps, fragment_frames (0, or 1 to 1000), steps range, guidance, and the radial knobs
+// (decay, block, dense layers and steps).
 // Unset optional fields count as their proto defaults (0), as the pipeline would see them.
 // Otherwise INVALID_ARGUMENT for the first field out of range, naming the field, the value got
 // (request strings cut by common::Echo) and the allowed range:

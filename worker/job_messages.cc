@@ -2,7 +2,12 @@
 
 #include <algorithm>
 
+#include "assignment_check.h"
+
 namespace radial::worker {
+
+static_assert(kAssignmentMaxFragmentFrames == kEncoderMaxGopFrames,
+              "the assignment check admits exactly the fragment lengths the encoder takes");
 
 JobSpec JobSpecFrom(const v1::GenerateRequest& request, const EncoderSettings& settings) {
   JobSpec spec;

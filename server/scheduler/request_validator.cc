@@ -172,6 +172,12 @@ absl::StatusOr<GenerateRequest> ResolveRequest(const GenerateRequest& request, c
   if (resolved.fps() < 1 || resolved.fps() > kMaxFps) {
     return Invalid("fps", absl::StrCat(resolved.fps()), absl::StrCat("[1, ", kMaxFps, "]"));
   }
+  if (resolved.fragment_frames() > kMaxFragmentFrames) {
+    return Invalid("fragment_frames", absl::StrCat(resolved.fragment_frames()),
+                   absl::StrCat("0 (one second of video) or 1 to ", kMaxFragmentFrames, " frames per fragment"));
+  }
+  // The frames of one second, as the encoder reads 0 (its rate rounded up: fps is whole here).
+  if (resolved.fragment_frames() == 0) resolved.set_fragment_frames(resolved.fps());
 
   if (!resolved.has_guidance()) resolved.set_guidance(defaults.guidance());
   if (!std::isfinite(resolved.guidance()) || resolved.guidance() < 0.0f ||

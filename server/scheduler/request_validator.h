@@ -16,6 +16,7 @@ namespace radial::server {
 inline constexpr int32_t kMinPriority = -10;
 inline constexpr int32_t kMaxPriority = 10;
 inline constexpr uint32_t kMaxFps = 120;
+inline constexpr uint32_t kMaxFragmentFrames = 1000;  // the worker's encoder takes at most this GOP
 inline constexpr float kMaxDecay = 10.0f;
 inline constexpr uint32_t kMaxTimeoutSeconds = 7 * 24 * 3600;
 inline constexpr size_t kMaxRequestIdBytes = 128;
@@ -28,8 +29,8 @@ struct RequestDefaults {
 };
 
 // Returns the request with the model chosen (empty model -> default_model), every zero/unset field
-// replaced by the model's default (the timeouts by the scheduler's), and the seed set (to
-// `seed_if_unset` when the client gave none).
+// replaced by the model's default (the timeouts by the scheduler's, fragment_frames by fps: one
+// second of video per fragment), and the seed set (to `seed_if_unset` when the client gave none).
 // Errors: NOT_FOUND for an unknown model; INVALID_ARGUMENT naming the field, the value got and the
 // allowed range ("width: got 130, expected a multiple of 16 in [64, 512]").
 absl::StatusOr<v1::GenerateRequest> ResolveRequest(const v1::GenerateRequest& request,

@@ -77,6 +77,7 @@ TEST(ResolveRequestTest, FillsEveryDefault) {
   EXPECT_EQ(result->height(), 96u);
   EXPECT_EQ(result->frames(), 17u);
   EXPECT_EQ(result->fps(), 16u);
+  EXPECT_EQ(result->fragment_frames(), 16u) << "one second of video per fragment";
   EXPECT_EQ(result->steps(), 8u);
   EXPECT_FLOAT_EQ(result->guidance(), 5.0f);
   EXPECT_EQ(result->seed(), 42u);
@@ -94,6 +95,7 @@ TEST(ResolveRequestTest, KeepsWhatTheClientSet) {
   request.set_height(64);
   request.set_frames(33);
   request.set_fps(24);
+  request.set_fragment_frames(1);
   request.set_steps(50);
   request.set_guidance(0.0f);
   request.set_seed(0);
@@ -107,6 +109,7 @@ TEST(ResolveRequestTest, KeepsWhatTheClientSet) {
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->width(), 256u);
   EXPECT_EQ(result->frames(), 33u);
+  EXPECT_EQ(result->fragment_frames(), 1u);
   EXPECT_EQ(result->steps(), 50u);
   EXPECT_FLOAT_EQ(result->guidance(), 0.0f) << "an explicit 0 is not the default";
   EXPECT_EQ(result->seed(), 0u) << "an explicit seed 0 is kept";
@@ -165,13 +168,23 @@ TEST(ResolveRequestTest, RejectsBadFrameCounts) {
   EXPECT_TRUE(Resolve(one).ok()) << "a single image is 4*0+1 frames";
 }
 
-TEST(ResolveRequestTest, RejectsBadStepsFpsPriority) {
+TEST(ResolveRequestTest, RejectsBadStepsFpsFragmentsPriority) {
   GenerateRequest steps = Prompt("a cat");
   steps.set_steps(101);
   ExpectInvalid(steps, "steps", "[1, 100]");
   GenerateRequest fps = Prompt("a cat");
   fps.set_fps(121);
   ExpectInvalid(fps, "fps", "[1, 120]");
+  GenerateRequest fragments = Prompt("a cat");
+  fragments.set_fragment_frames(1001);
+  ExpectInvalid(fragments, "fragment_frames", "0 (one second of video) or 1 to 1000");
+  fragments.set_fragment_frames(1000);
+  EXPECT_TRUE(Resolve(fragments).ok());
+  GenerateRequest fast = Prompt("a cat");
+  fast.set_fps(24);
+  const auto second = Resolve(fast);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->fragment_frames(), 24u) << "0 resolves to the request's own fps";
   for (int32_t priority : {-11, 11}) {
     GenerateRequest request = Prompt("a cat");
     request.set_priority(priority);

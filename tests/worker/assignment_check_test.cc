@@ -63,6 +63,7 @@ TEST(AssignmentCheckTest, EdgesOfEveryRangePass) {
   request.set_height(64);
   request.set_frames(33);
   request.set_fps(120);
+  request.set_fragment_frames(1000);
   request.set_steps(50);
   request.set_guidance(static_cast<float>(7.3));
   request.mutable_radial()->set_decay(10);
@@ -72,6 +73,7 @@ TEST(AssignmentCheckTest, EdgesOfEveryRangePass) {
   request.mutable_radial()->set_dense_last_steps(50);
   EXPECT_TRUE(CheckAssignment(TinyManifest(), request).ok()) << CheckAssignment(TinyManifest(), request);
   request.set_frames(1);
+  request.set_fragment_frames(1);
   request.set_steps(1);
   request.set_guidance(0);
   request.mutable_radial()->set_dense_steps(1);
@@ -117,6 +119,8 @@ TEST(AssignmentCheckTest, EachFieldOutOfRangeIsInvalidArgumentNamingFieldValueAn
       {"frames unset", [](auto& r) { r.set_frames(0); }, "frames: got 0, expected 4k+1 in [1, 33]"},
       {"fps unset", [](auto& r) { r.set_fps(0); }, "fps: got 0, expected [1, 120]"},
       {"fps too high", [](auto& r) { r.set_fps(121); }, "fps: got 121, expected [1, 120]"},
+      {"fragment_frames too many", [](auto& r) { r.set_fragment_frames(1001); },
+       "fragment_frames: got 1001, expected 0 (one second of video) or 1 to 1000"},
       {"steps unset", [](auto& r) { r.set_steps(0); }, "steps: got 0, expected [1, 50]"},
       {"steps too many", [](auto& r) { r.set_steps(51); }, "steps: got 51, expected [1, 50]"},
       {"guidance too high", [](auto& r) { r.set_guidance(7.5f); },
