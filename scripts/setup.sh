@@ -41,6 +41,23 @@ if ! cmp -s requirements.txt "$stamp"; then
   .venv/bin/python -m pip install -q -r requirements.txt
   cp requirements.txt "$stamp"
 fi
+# The Python client (client/python) into .venv, its stubs generated from proto/ by the grpcio-tools
+# and setuptools pinned above (no build isolation, so nothing is downloaded). Skipped when the
+# installed version was built from the same sources (the stamp: version and a hash of them), and
+# where client/python is absent (docker/Dockerfile's build stage runs this script before copying it).
+if [ -f client/python/pyproject.toml ]; then
+  client_version=$(sed -n 's/^version = "\(.*\)"$/\1/p' client/python/pyproject.toml)
+  client_stamp="radial-client $client_version $(find client/python/pyproject.toml client/python/setup.py \
+    client/python/src proto/radial/v1/video_service.proto -type f \( -name '*.py' -o -name '*.proto' \
+    -o -name '*.toml' -o -name py.typed \) -not -path '*/_proto/*' | LC_ALL=C sort | xargs cat | sha256sum)"
+  if [ "$client_stamp" != "$(cat .venv/.radial-client 2>/dev/null)" ] ||
+     ! compgen -G ".venv/lib/python*/site-packages/radial_client-$client_version.dist-info" >/dev/null; then
+    echo "setup: installing the Python client (client/python) into .venv"
+    rm -rf client/python/build  # setuptools would keep files removed from src/ in the wheel
+    .venv/bin/python -m pip install -q --no-build-isolation ./client/python
+    echo "$client_stamp" > .venv/.radial-client
+  fi
+fi
 # Linters of docker/ (hadolint), pinned apart from requirements.txt, with their own stamp.
 lint_stamp=.venv/.radial-requirements-lint
 if ! cmp -s docker/requirements-lint.txt "$lint_stamp"; then
