@@ -3,6 +3,7 @@
 #include "pipeline.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdlib>
@@ -79,6 +80,7 @@ TEST(ModelManifestTest, LoadsTheTinyBundle) {
   EXPECT_EQ(manifest->latent_channels, 16);
   EXPECT_EQ(manifest->temporal_factor, 4);
   EXPECT_EQ(manifest->spatial_factor, 8);
+  EXPECT_EQ(manifest->vae_decode_chunk_frames, 4);  // TinyConfig's
   EXPECT_EQ(manifest->frames.multiple, 4);
   EXPECT_GT(manifest->num_layers, 0);
 }
@@ -100,6 +102,33 @@ TEST(ModelManifestTest, MissingOrMalformedKeysAreNamed) {
   std::ofstream(dir / "manifest.json") << "{not json";
   EXPECT_EQ(LoadManifest(dir.string()).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(LoadManifest((dir / "nothing").string()).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(ModelManifestTest, VaeDecodeChunkFramesIsOptionalAndPositive) {
+  const auto dir = std::filesystem::temp_directory_path() / "radial_manifest_chunk_test";
+  std::filesystem::create_directories(dir);
+  std::ifstream source(BundleDir() + "/manifest.json");
+  nlohmann::json manifest = nlohmann::json::parse(source);
+  manifest["vae"].erase("decode_chunk_frames");  // bundles written before the key
+  std::ofstream(dir / "manifest.json") << manifest.dump();
+  auto loaded = LoadManifest(dir.string());
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->vae_decode_chunk_frames, 1);
+  manifest["vae"]["decode_chunk_frames"] = 0;
+  std::ofstream(dir / "manifest.json") << manifest.dump();
+  loaded = LoadManifest(dir.string());
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(std::string(loaded.status().message()), "manifest.json: vae.decode_chunk_frames: got 0, expected >= 1");
+  manifest["vae"]["decode_chunk_frames"] = 2.5;
+  std::ofstream(dir / "manifest.json") << manifest.dump();
+  loaded = LoadManifest(dir.string());
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(std::string(loaded.status().message()),
+            "manifest.json: vae.decode_chunk_frames: got number, expected an integer");
+  // POSIX, not std::filesystem::remove_all: libtorch.so exports its own std::filesystem symbols,
+  // and remove_all through them crashed (worker/README.md).
+  ::unlink((dir / "manifest.json").c_str());
+  ::rmdir(dir.c_str());
 }
 
 TEST(TokenizerTest, MatchesThePythonTokenizerOnThePinnedVectors) {

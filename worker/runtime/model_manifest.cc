@@ -124,6 +124,7 @@ absl::StatusOr<ModelManifest> LoadManifest(const std::string& bundle_dir) {
   m.latent_channels = read.Int("vae.latent_channels");
   m.temporal_factor = read.Int("vae.temporal_factor");
   m.spatial_factor = read.Int("vae.spatial_factor");
+  if (read.Has("vae.decode_chunk_frames")) m.vae_decode_chunk_frames = read.Int("vae.decode_chunk_frames");
   m.sampler = read.String("sampler.name");
   m.shift = read.Number("sampler.shift");
   m.num_train_timesteps = read.Int("sampler.num_train_timesteps");
@@ -153,6 +154,10 @@ absl::StatusOr<ModelManifest> LoadManifest(const std::string& bundle_dir) {
   if (!read.status().ok()) return read.status();
   if (patch.size() != 3) return absl::InvalidArgumentError("manifest.json: dit.patch_size: expected 3 integers");
   m.patch_size = {patch[0], patch[1], patch[2]};
+  if (m.vae_decode_chunk_frames < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("manifest.json: vae.decode_chunk_frames: got ",
+                                                   m.vae_decode_chunk_frames, ", expected >= 1"));
+  }
   // Steps come with each request; the default ones stand in for them here.
   if (absl::Status sampler = ValidateFlowSamplerConfig({.name = m.sampler,
                                                         .steps = m.default_steps,

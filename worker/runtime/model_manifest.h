@@ -52,6 +52,10 @@ struct ModelManifest {
   int64_t latent_channels = 0;
   int64_t temporal_factor = 4;
   int64_t spatial_factor = 8;
+  // Latent frames per vae_decoder.pt decode_chunk call after the first, which is always one frame
+  // (optional vae.decode_chunk_frames, >= 1): the chunking of its forward, so an incremental decode
+  // chunked this way gives forward's video exactly.
+  int64_t vae_decode_chunk_frames = 1;
 
   std::string sampler;  // flow_euler or flow_unipc (flow_schedule.h)
   double shift = 1.0;

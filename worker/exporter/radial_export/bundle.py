@@ -100,6 +100,11 @@ def bundle_manifest(*, name: str, dtype: str, weights: Dict, dit: DiTConfig,
     """The manifest without its "files" section (write_bundle adds it). `tokenizer` holds pad_id,
     eos_id, unk_id, max_length and vocab_size (SentencePiece pieces)."""
     te = text_encoder
+    # The worker chunks its incremental VAE decode by this, to decode exactly as forward does.
+    if isinstance(vae.decode_chunk_frames, bool) or not isinstance(vae.decode_chunk_frames, int) \
+            or vae.decode_chunk_frames < 1:
+        raise ValueError(f"vae decode_chunk_frames: got {vae.decode_chunk_frames!r}, expected an "
+                         f"integer >= 1")
     return {
         "format_version": FORMAT_VERSION,
         "name": name,

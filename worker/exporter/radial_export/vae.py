@@ -7,12 +7,24 @@ load directly (the encoder and quant_conv entries are not used here).
 
 Decoding follows diffusers: the first latent frame is decoded alone and gives one video frame, each
 later latent frame gives four, and every temporal convolution sees the frames before it through a
-cache (the last kernel_t - 1 inputs of each causal convolution). Here the caches live in a list that
-the top-level forward owns and each causal convolution knows its slot in, instead of diffusers'
-positional feat_cache/feat_idx. Chunking the latent frames differently gives the same result: a causal
-convolution over cache + chunk equals the convolution over the whole clip. The exception, kept from
-diffusers, is the temporal upsampler: it passes the first chunk (one latent frame) through without its
-time convolution and treats the frames before the second chunk as zeros.
+cache (the last kernel_t - 1 inputs of each causal convolution). Here the caches are a list of
+tensors, one slot per causal convolution (each knows its slot), instead of diffusers' positional
+feat_cache/feat_idx. Chunking the latent frames differently gives the same result to float rounding:
+a causal convolution over cache + chunk equals the convolution over the whole clip. The exception,
+kept from diffusers, is the temporal upsampler: it passes the first chunk (one latent frame) through
+without its time convolution and treats the frames before the second chunk as zeros; hence the first
+chunk must be exactly one latent frame.
+
+The cache list is the state of an incremental decode, and the scripted module exports it:
+  state = vae.init_state(latents)                      # num_cache_slots empty tensors
+  video, state = vae.decode_chunk(latents[:, :, :1], state)   # first call: 1 frame -> 1 frame
+  video, state = vae.decode_chunk(latents[:, :, 1:3], state)  # then f frames -> temporal_factor*f
+forward(latents) is exactly this loop with chunks 1, then decode_chunk_frames at a time, so a caller
+that chunks the same way (the manifest's vae.decode_chunk_frames) gets forward's video bit for bit.
+decode_chunk does not change the list it is given; the state it returns holds tensors of the
+chunk's batch, height, width, dtype and device, and only a chunk of those may follow it. (With
+TorchScript's TensorExpr fuser on, as the worker runs on CUDA, a method's first call for new shapes
+runs unfused and may round differently from its later, fused calls; forward's too.)
 """
 
 from dataclasses import dataclass, field
@@ -227,20 +239,42 @@ class WanDecoder3d(nn.Module):
         return self.conv_out(F.silu(self.norm_out(x)), caches)
 
 
+def _shape(x: Tensor) -> str:
+    """"[1, 16, 2, 8, 8]" both eagerly and scripted (eager str(x.shape) says torch.Size(...))."""
+    return str(list(x.shape))
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    """The dtype's name; scripted, str(dtype) would print its enum number."""
+    if dtype == torch.float32:
+        return "float32"
+    if dtype == torch.bfloat16:
+        return "bfloat16"
+    if dtype == torch.float16:
+        return "float16"
+    if dtype == torch.float64:
+        return "float64"
+    return "dtype " + str(dtype)
+
+
 class AutoencoderKLWanDecoder(nn.Module):
     """forward(latents [B, z_dim, F, H, W], normalised as the DiT sees them) -> video
     [B, 3, t*(F-1)+1, s*H, s*W] in [-1, 1], t = temporal factor, s = spatial factor.
 
     De-normalises with the VAE's latents_mean/latents_std (as Wan's pipeline does before decoding),
-    then decodes the first latent frame alone and the rest in chunks of decode_chunk_frames."""
+    then decodes the first latent frame alone and the rest in chunks of decode_chunk_frames, through
+    init_state/decode_chunk (the incremental interface, see the module docstring)."""
 
     def __init__(self, config: VAEConfig):
         super().__init__()
         if len(config.latents_mean) != config.z_dim or len(config.latents_std) != config.z_dim:
             raise ValueError(f"latents_mean/latents_std: got {len(config.latents_mean)}/"
                              f"{len(config.latents_std)} values, expected {config.z_dim} each")
+        if config.decode_chunk_frames < 1:
+            raise ValueError(f"decode_chunk_frames: got {config.decode_chunk_frames}, "
+                             f"expected >= 1")
         self.z_dim = config.z_dim
-        self.decode_chunk_frames = max(1, config.decode_chunk_frames)
+        self.decode_chunk_frames = config.decode_chunk_frames
         self.post_quant_conv = WanCausalConv3d(config.z_dim, config.z_dim, 1)
         self.decoder = WanDecoder3d(config)
         self.register_buffer("latents_mean", torch.tensor(config.latents_mean, dtype=torch.float32,
@@ -249,28 +283,75 @@ class AutoencoderKLWanDecoder(nn.Module):
         self.register_buffer("latents_std", torch.tensor(config.latents_std, dtype=torch.float32,
                                                           device="cpu"),
                              persistent=False)
+        # Slot 0 is decoder.conv_in's (modules() lists it first); decode_chunk reads "is this the
+        # first chunk" and the state's batch and size from it.
         slots = 0
         for module in self.decoder.modules():
             if isinstance(module, WanCausalConv3d) and module.time_pad > 0:
                 module.cache_slot = slots
                 slots += 1
+        if self.decoder.conv_in.cache_slot != 0:
+            raise ValueError("decoder.conv_in must hold cache slot 0")
         self.num_cache_slots = slots
 
-    def forward(self, latents: Tensor) -> Tensor:
+    @torch.jit.export
+    def init_state(self, latents: Tensor) -> List[Tensor]:
+        """The state before the first chunk: num_cache_slots empty tensors of latents' dtype and
+        device (only those are read from latents)."""
+        state: List[Tensor] = []
+        for _ in range(self.num_cache_slots):
+            state.append(torch.empty(0, dtype=latents.dtype, device=latents.device))
+        return state
+
+    @torch.jit.export
+    def decode_chunk(self, latents: Tensor, state: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
+        """Decodes the next f latent frames [B, z_dim, f, H, W] (normalised, as forward takes them)
+        after those `state` has seen. From init_state's state f must be 1 and gives 1 video frame;
+        after that f >= 1 frames give temporal_factor * f. Returns (video [B, 3, frames, s*H, s*W]
+        clamped to [-1, 1], the state after this chunk); the given list is left unchanged. Raises
+        RuntimeError naming the shapes when latents are not [B, z_dim, f >= 1, H, W], the first
+        chunk is not one frame, or the state is not this module's (slot count) or was made for
+        another batch, size, dtype or device."""
         if latents.dim() != 5 or latents.size(1) != self.z_dim or latents.size(2) < 1:
-            raise RuntimeError("latents: got shape " + str(latents.shape) + ", expected [B, "
-                               + str(self.z_dim) + ", F >= 1, H, W]")
+            raise RuntimeError("decode_chunk: latents: got shape " + _shape(latents)
+                               + ", expected [B, " + str(self.z_dim) + ", f >= 1, H, W]")
+        if len(state) != self.num_cache_slots:
+            raise RuntimeError("decode_chunk: state: got " + str(len(state)) + " tensors, expected "
+                               + str(self.num_cache_slots) + " (from init_state or decode_chunk)")
+        first = state[0]
+        if first.numel() == 0:
+            if latents.size(2) != 1:
+                raise RuntimeError("decode_chunk: latents: got shape " + _shape(latents)
+                                   + ", expected 1 latent frame in the first chunk (shape [B, "
+                                   + str(self.z_dim) + ", 1, H, W])")
+        elif (first.size(0) != latents.size(0) or first.size(3) != latents.size(3)
+              or first.size(4) != latents.size(4)):
+            raise RuntimeError("decode_chunk: latents: got shape " + _shape(latents)
+                               + ", expected [" + str(first.size(0)) + ", " + str(self.z_dim)
+                               + ", f, " + str(first.size(3)) + ", " + str(first.size(4))
+                               + "] (batch, height and width of the earlier chunks)")
+        if first.dtype != latents.dtype or first.device != latents.device:
+            raise RuntimeError("decode_chunk: latents: got " + _dtype_name(latents.dtype) + " on "
+                               + str(latents.device) + ", expected the state's "
+                               + _dtype_name(first.dtype) + " on " + str(first.device))
+        caches = [cache for cache in state]  # the convolutions replace slots in this copy
         mean = self.latents_mean.view(1, -1, 1, 1, 1).to(latents.dtype)
         inv_std = 1.0 / self.latents_std.view(1, -1, 1, 1, 1).to(latents.dtype)
         z = latents / inv_std + mean
-        x = self.post_quant_conv(z)
-        caches: List[Tensor] = []
-        for _ in range(self.num_cache_slots):
-            caches.append(torch.empty(0, dtype=x.dtype, device=x.device))
-        outputs = [self.decoder(x[:, :, :1], caches)]
+        video = self.decoder(self.post_quant_conv(z), caches)
+        return torch.clamp(video, min=-1.0, max=1.0), caches
+
+    def forward(self, latents: Tensor) -> Tensor:
+        if latents.dim() != 5 or latents.size(1) != self.z_dim or latents.size(2) < 1:
+            raise RuntimeError("latents: got shape " + _shape(latents) + ", expected [B, "
+                               + str(self.z_dim) + ", F >= 1, H, W]")
+        state = self.init_state(latents)
+        video, state = self.decode_chunk(latents[:, :, :1], state)
+        outputs = [video]
         start = 1
-        while start < x.size(2):
-            stop = min(start + self.decode_chunk_frames, x.size(2))
-            outputs.append(self.decoder(x[:, :, start:stop], caches))
+        while start < latents.size(2):
+            stop = min(start + self.decode_chunk_frames, latents.size(2))
+            video, state = self.decode_chunk(latents[:, :, start:stop], state)
+            outputs.append(video)
             start = stop
-        return torch.clamp(torch.cat(outputs, dim=2), min=-1.0, max=1.0)
+        return torch.cat(outputs, dim=2)
