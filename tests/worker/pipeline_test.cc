@@ -11,6 +11,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "model_family.h"
 #include "model_manifest.h"
 #include "tokenizer.h"
 
@@ -43,15 +44,19 @@ GenerationParams SmallRequest() {
 struct Collected {
   std::vector<std::string> frames;
   std::vector<int64_t> steps;
+  // Every callback in order: "frame", or "decoding n/total".
+  std::vector<std::string> events;
 };
 
 absl::StatusOr<GenerationReport> Generate(Pipeline& pipeline, const GenerationParams& params, Collected& out,
                                      std::function<bool()> cancelled = nullptr) {
   GenerationCallbacks callbacks;
-  callbacks.progress = [&](Stage stage, int64_t step, int64_t) {
+  callbacks.progress = [&](Stage stage, int64_t step, int64_t total) {
     if (stage == Stage::kDenoising) out.steps.push_back(step);
+    if (stage == Stage::kDecoding) out.events.push_back(std::to_string(step) + "/" + std::to_string(total));
   };
   callbacks.frame = [&](const uint8_t* rgb, int64_t stride) {
+    out.events.push_back("frame");
     out.frames.emplace_back(reinterpret_cast<const char*>(rgb), stride * params.height);
     return absl::OkStatus();
   };
@@ -157,8 +162,10 @@ TEST_F(PipelineTest, GeneratesTheRequestedFramesDeterministically) {
   EXPECT_EQ(first.steps, (std::vector<int64_t>{1, 2}));
   EXPECT_EQ(report->latent_frames, 2);
   EXPECT_EQ(report->tokens_per_frame, 16);
-  EXPECT_TRUE(report->radial_fell_back) << "16 tokens per frame < block/3: the radial mask would drop rows";
-  EXPECT_EQ(report->mask_density, 1.0);
+  // 16 tokens per frame < block/3: rows the rule leaves empty keep their diagonal tile, so the
+  // generation still runs radial attention (docs/radial-attention.md).
+  EXPECT_FALSE(report->radial_fell_back);
+  EXPECT_GT(report->mask_density, 0.0);
   // Noise-like but not constant.
   const std::string& pixels = first.frames[2];
   EXPECT_NE(pixels.find_first_not_of(pixels[0]), std::string::npos);
@@ -188,6 +195,82 @@ TEST_F(PipelineTest, RadialAttentionAtTheDemoGeometry) {
   ASSERT_TRUE(dense_report.ok());
   EXPECT_EQ(dense_report->mask_density, 1.0);
   EXPECT_NE(radial.frames, dense.frames) << "the radial mask changes the result";
+}
+
+TEST_F(PipelineTest, DecodeHandsOverEachChunksFramesBeforeDecodingTheNext) {
+  GenerationParams params = SmallRequest();
+  params.frames = 13;  // 4 latent frames: chunks of 1 and then decode_chunk_frames latent frames
+  Collected out;
+  const auto report = Generate(*pipeline_, params, out);
+  ASSERT_TRUE(report.ok()) << report.status();
+  const int64_t chunk = pipeline_->manifest().vae_decode_chunk_frames;
+  const int64_t later_chunks = (4 - 1 + chunk - 1) / chunk;
+  EXPECT_EQ(report->decode_chunks, 1 + later_chunks);
+  // The first chunk gives one frame, each later one temporal_factor frames per latent frame; the
+  // frames of a chunk arrive before the next chunk's progress, which counts them.
+  std::vector<std::string> expected = {"0/13", "frame", "1/13"};
+  int64_t delivered = 1;
+  for (int64_t latent = 1; latent < 4; latent += chunk) {
+    const int64_t frames = 4 * std::min<int64_t>(chunk, 4 - latent);
+    for (int64_t i = 0; i < frames; ++i) expected.push_back("frame");
+    delivered += frames;
+    expected.push_back(std::to_string(delivered) + "/13");
+  }
+  EXPECT_EQ(out.events, expected);
+  EXPECT_EQ(out.frames.size(), 13u);
+}
+
+TEST_F(PipelineTest, WarmupRunsEachListedSizeOnce) {
+  std::vector<WarmupRun> runs;
+  const absl::Status warmed =
+      pipeline_->Warmup({{64, 64, 5}, {64, 64, 5}}, [&](const WarmupRun& run) { runs.push_back(run); });
+  ASSERT_TRUE(warmed.ok()) << warmed;
+  const ModelManifest& m = pipeline_->manifest();
+  ASSERT_EQ(runs.size(), size_t{Pipeline::kWarmupGenerations}) << "a size listed twice is warmed once";
+  EXPECT_EQ(runs[0].run, 1);
+  EXPECT_EQ(runs.back().size.width, 64);
+  EXPECT_EQ(runs.back().run, Pipeline::kWarmupGenerations);
+  const absl::Status too_big = pipeline_->Warmup({{m.width.max + 16, 64, 5}}, nullptr);
+  EXPECT_EQ(too_big.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(too_big.message().find("--warmup"), std::string::npos) << too_big;
+}
+
+TEST(WarmupSizesTest, ParsesAListAndNamesABadEntry) {
+  const auto sizes = ParseWarmupSizes("832x480x81,1280x720x69");
+  ASSERT_TRUE(sizes.ok()) << sizes.status();
+  ASSERT_EQ(sizes->size(), 2u);
+  EXPECT_EQ((*sizes)[1].width, 1280);
+  EXPECT_EQ((*sizes)[1].height, 720);
+  EXPECT_EQ((*sizes)[1].frames, 69);
+  EXPECT_TRUE(ParseWarmupSizes("")->empty());
+  for (const char* bad : {"832x480", "832x480x0", "axbxc", "832x480x81,", "-16x16x5"}) {
+    const auto parsed = ParseWarmupSizes(bad);
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(parsed.status().message().find("--warmup"), std::string::npos) << bad;
+  }
+}
+
+TEST(ModelErrorTest, OutOfMemoryIsResourceExhaustedNamingTheSize) {
+  GenerationParams params;
+  params.width = 1280;
+  params.height = 768;
+  params.frames = 161;
+  const std::string torchscript_text =
+      "The following operation failed in the TorchScript interpreter.\nTraceback of TorchScript code:\n  x = conv\n"
+      "RuntimeError: CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of 139 GiB\n";
+  const absl::Status oom = ModelError("VAE decode", torchscript_text, params, "cuda:0");
+  EXPECT_EQ(oom.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(std::string(oom.message()),
+            "width/height/frames: 1280x768x161 does not fit in the memory of cuda:0 (VAE decode): RuntimeError: CUDA "
+            "out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of 139 GiB; expected a smaller "
+            "size or fewer frames");
+  EXPECT_EQ(ModelError("denoising", "DefaultCPUAllocator: not enough memory: you tried to allocate 9 bytes", params,
+                       "cpu")
+                .code(),
+            absl::StatusCode::kResourceExhausted);
+  const absl::Status other = ModelError("denoising", "shape mismatch", params, "cpu");
+  EXPECT_EQ(other.code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(std::string(other.message()), "model (denoising): shape mismatch");
 }
 
 TEST_F(PipelineTest, CancellationStopsBetweenSteps) {
