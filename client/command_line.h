@@ -1,7 +1,8 @@
 // radialctl's command line: one pass over the arguments into an immutable Invocation. Parsing is
-// strict (an unknown flag, a flag the command does not take, or a malformed number is a usage
-// error naming the flag) but checks no ranges: the server validates requests, and its messages are
-// the ones users see.
+// strict (an unknown flag, a flag the command does not take, a malformed number or a --server that
+// is not HOST:PORT is a usage error naming the flag) but checks no request ranges: the server
+// validates requests, and its messages are the ones users see. The flag table also writes the
+// help of each command, so a flag and its help cannot drift apart.
 #ifndef RADIAL_CLIENT_COMMAND_LINE_H_
 #define RADIAL_CLIENT_COMMAND_LINE_H_
 
@@ -15,13 +16,15 @@
 
 namespace radial::client {
 
-enum class Command { kHelp, kGenerate, kSubmit, kWatch, kStatus, kCancel, kModels, kJobs, kDelete };
+enum class Command { kHelp, kVersion, kGenerate, kSubmit, kWatch, kStatus, kCancel, kModels, kJobs, kDelete };
 
 inline constexpr uint32_t kDefaultJobsLimit = 50;
 
 struct Invocation {
   Command command = Command::kHelp;
-  std::string server;    // host:port of radial-scheduler
+  Command help_topic = Command::kHelp;  // kHelp: what to print; kHelp for the overview
+  std::string server;                   // host:port of radial-scheduler
+  bool server_given = false;            // --server was on the command line (not the default)
   // Credentials and TLS, from the flags; empty: ClientEnvironment's (RADIAL_TOKEN, RADIAL_TLS_CA).
   std::string token;            // sent as "authorization: Bearer <token>" on every call
   std::string tls_ca_file;      // PEM CA the server's certificate must chain to; set: TLS
@@ -47,8 +50,23 @@ absl::StatusOr<Invocation> ParseCommandLine(const std::vector<std::string>& args
 // error naming `source` (the flag or the variable) that never quotes the token.
 absl::Status CheckToken(const std::string& source, const std::string& token);
 
-// The --help text.
-std::string UsageText();
+// OK for HOST:PORT (a name or IPv4 address, or an IPv6 address in brackets; a port from 1 to
+// 65535). Otherwise a usage error naming `source` (--server or RADIAL_SERVER) and what is expected.
+absl::Status CheckServerAddress(const std::string& source, const std::string& address);
+
+// `radialctl ARGS...` with the connection flags that `invocation` had on its command line
+// (--server, --tls-ca, --tls-server-name), every word quoted for a POSIX shell where needed: how
+// to run a follow-up command (watch, cancel) against the same server. Never the token: a caller
+// whose invocation.token is set says to pass it again (RADIAL_TOKEN or --token).
+std::string FollowUpCommand(const Invocation& invocation, const std::vector<std::string>& args);
+
+// The help of `topic`: the overview (commands, connection flags, exit codes) for Command::kHelp,
+// otherwise that command's usage line and every flag it takes with its default and range.
+std::string UsageText(Command topic = Command::kHelp);
+
+// "radialctl VERSION\n": the CMake project's version when it sets one, and the commit it was
+// configured from (git describe).
+std::string VersionText();
 
 }  // namespace radial::client
 

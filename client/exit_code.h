@@ -18,6 +18,7 @@ enum ExitCode : int {
   kExitJobCancelled = 5,     // the job ended CANCELLED
   kExitUnreachable = 6,      // no answer from the server (UNAVAILABLE, DEADLINE_EXCEEDED), or TLS failed
   kExitUnauthenticated = 7,  // the server did not accept the credentials (UNAUTHENTICATED, PERMISSION_DENIED)
+  kExitInterrupted = 130,    // Ctrl-C while following a job (128 + SIGINT, as shells report it); the job goes on
 };
 
 // The exit code for a call that ended with `code` (not OK).

@@ -23,7 +23,15 @@ absl::Status FileError(const char* what, const std::string& path, int error) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<OutputFile>> OutputFile::Open(const std::string& path, uint64_t keep_bytes) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) {
+    // Nothing there: check that it can be created, and leave nothing until the job's bytes come.
+    const int probe = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (probe < 0) return FileError("open", path, errno);
+    ::close(probe);
+    ::unlink(path.c_str());
+    return std::unique_ptr<OutputFile>(new OutputFile(path, -1, 0, /*regular=*/true, 0));
+  }
   if (fd < 0) return FileError("open", path, errno);
   struct stat info {};
   if (::fstat(fd, &info) != 0) {
@@ -34,19 +42,26 @@ absl::StatusOr<std::unique_ptr<OutputFile>> OutputFile::Open(const std::string& 
   // A device such as /dev/null is written but never truncated or removed.
   const bool regular = S_ISREG(info.st_mode);
   const uint64_t size = regular ? std::min<uint64_t>(keep_bytes, static_cast<uint64_t>(info.st_size)) : 0;
-  if (regular && ::ftruncate(fd, static_cast<off_t>(size)) != 0) {
-    const int error = errno;
-    ::close(fd);
-    return FileError("truncate", path, error);
-  }
-  // The record describes the bytes kept; with none kept it describes nothing.
-  uint32_t recorded = 0;
-  if (regular && size > 0) {
-    recorded = RecordedAttempt(path).value_or(0);
-  } else if (regular) {
-    ::unlink(AttemptPath(path).c_str());
-  }
+  // The record describes the bytes kept; with none kept it describes nothing (dropped at the first write).
+  const uint32_t recorded = regular && size > 0 ? RecordedAttempt(path).value_or(0) : 0;
   return std::unique_ptr<OutputFile>(new OutputFile(path, fd, size, regular, recorded));
+}
+
+absl::Status OutputFile::Materialize() {
+  if (written_) return absl::OkStatus();
+  if (fd_ < 0) {
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) return FileError("open", path_, errno);
+  }
+  if (regular_) {
+    if (::ftruncate(fd_, static_cast<off_t>(size_)) != 0) return FileError("truncate", path_, errno);
+    if (size_ == 0) {
+      ::unlink(AttemptPath(path_).c_str());
+      recorded_attempt_ = 0;
+    }
+  }
+  written_ = true;
+  return absl::OkStatus();
 }
 
 std::optional<uint64_t> OutputFile::ExistingSize(const std::string& path) {
@@ -83,14 +98,15 @@ absl::Status OutputFile::RecordAttempt() {
 }
 
 void OutputFile::ForgetAttempt() {
-  if (!regular_) return;
+  if (!regular_ || !holds_video()) return;
   ::unlink(AttemptPath(path_).c_str());
   recorded_attempt_ = 0;
   attempt_ = 0;
 }
 
 absl::Status OutputFile::Write(uint64_t offset, std::string_view data) {
-  if (fd_ < 0) return absl::FailedPreconditionError(absl::StrCat("cannot write ", path_, ": closed"));
+  if (closed_) return absl::FailedPreconditionError(absl::StrCat("cannot write ", path_, ": closed"));
+  if (absl::Status ready = Materialize(); !ready.ok()) return ready;
   if (regular_ && attempt_ != 0 && attempt_ != recorded_attempt_) {
     if (absl::Status recorded = RecordAttempt(); !recorded.ok()) return recorded;
   }
@@ -108,13 +124,14 @@ absl::Status OutputFile::Write(uint64_t offset, std::string_view data) {
 }
 
 absl::Status OutputFile::Truncate() {
-  if (fd_ < 0) return absl::FailedPreconditionError(absl::StrCat("cannot truncate ", path_, ": closed"));
-  if (regular_ && ::ftruncate(fd_, 0) != 0) return FileError("truncate", path_, errno);
+  if (closed_) return absl::FailedPreconditionError(absl::StrCat("cannot truncate ", path_, ": closed"));
+  if (written_ && regular_ && ::ftruncate(fd_, 0) != 0) return FileError("truncate", path_, errno);
   size_ = 0;
   return absl::OkStatus();
 }
 
 absl::Status OutputFile::Close() {
+  closed_ = true;
   if (fd_ < 0) return absl::OkStatus();
   const int result = ::close(fd_);
   fd_ = -1;
@@ -124,7 +141,7 @@ absl::Status OutputFile::Close() {
 
 void OutputFile::Remove() {
   (void)Close();
-  if (!regular_) return;
+  if (!regular_ || !holds_video()) return;
   ::unlink(path_.c_str());
   ::unlink(AttemptPath(path_).c_str());
 }

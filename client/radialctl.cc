@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cstdlib>
 #include <fstream>
@@ -13,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "command_line.h"
 #include "exit_code.h"
+#include "interrupt.h"
 #include "job_follower.h"
 #include "job_format.h"
 #include "output_file.h"
@@ -155,21 +157,59 @@ class Connection {
   std::unique_ptr<v1::VideoService::Stub> stub_;
 };
 
-// For a stream that broke while its job ran on: how to pick it up again.
-void PrintResumeHint(const FollowResult& result, const std::string& path, bool file_kept, std::ostream& err) {
-  if (result.job_id.empty() || result.job_ended) return;
-  err << "radialctl: job " << result.job_id << " may still be running on the server; ";
-  if (!path.empty()) {
-    err << (file_kept ? "resume with: radialctl watch " : "fetch it with: radialctl watch ") << result.job_id << " -o "
-        << path << "\n";
-  } else {
-    err << "follow it with: radialctl watch " << result.job_id << "\n";
+// The watch command that follows the job again, writing to the same file (when there is one). A
+// file there that holds none of this job's bytes (an earlier file, left alone because nothing came)
+// must not be continued: the command then asks for the video from byte 0.
+std::string WatchCommand(const Invocation& invocation, const std::string& job_id, const OutputFile* file) {
+  std::vector<std::string> args = {"watch", job_id};
+  if (!invocation.output_path.empty()) {
+    args.insert(args.end(), {"-o", invocation.output_path});
+    const bool foreign = OutputFile::ExistingSize(invocation.output_path).value_or(0) > 0 &&
+                         (file == nullptr || !file->holds_video());
+    if (foreign) args.insert(args.end(), {"--from-offset", "0"});
   }
+  return FollowUpCommand(invocation, args);
+}
+
+// After a follow-up command: the token is never printed, so a command line that had one says to
+// pass it again.
+void PrintTokenNote(const Invocation& invocation, std::ostream& err) {
+  if (!invocation.token.empty()) err << "radialctl: add the token as before: RADIAL_TOKEN (preferred) or --token\n";
+}
+
+// For a stream that broke while its job ran on: how to pick it up again.
+void PrintResumeHint(const Invocation& invocation, const FollowResult& result, const OutputFile* file,
+                     bool file_kept, std::ostream& err) {
+  if (result.job_id.empty() || result.job_ended) return;
+  err << "radialctl: job " << result.job_id << " may still be running on the server; "
+      << (invocation.output_path.empty() ? "follow it with: " : file_kept ? "resume with: " : "fetch it with: ")
+      << WatchCommand(invocation, result.job_id, file) << "\n";
+  PrintTokenNote(invocation, err);
+}
+
+// Ctrl-C while following a job: the job goes on, so say how to follow it again and how to stop it.
+// The output file stays as it is (a prefix of the job's current attempt, labelled by its
+// FILE.radial-attempt record), whatever --keep-partial says: `watch -o FILE` continues it from its
+// size, or starts over if the job has run again since.
+int ReportInterrupted(const Invocation& invocation, const FollowResult& result, const OutputFile* file,
+                      std::ostream& err) {
+  if (result.job_id.empty()) {
+    err << "radialctl: interrupted before the server named the job; if it was queued, "
+        << FollowUpCommand(invocation, {"jobs"}) << " lists it\n";
+  } else {
+    err << "radialctl: interrupted; job " << result.job_id << " goes on running on the server\n"
+        << "radialctl: " << (invocation.output_path.empty() ? "follow it again with: " : "resume with: ")
+        << WatchCommand(invocation, result.job_id, file) << "\n"
+        << "radialctl: stop it with: " << FollowUpCommand(invocation, {"cancel", result.job_id}) << "\n";
+  }
+  PrintTokenNote(invocation, err);
+  return kExitInterrupted;
 }
 
 int Generate(const Invocation& invocation, Connection& connection, std::ostream& out, std::ostream& err,
              const ClientEnvironment& environment) {
-  // The file is opened before the job is submitted so that a bad path costs no job.
+  // The file is checked before the job is submitted so that a bad path costs no job; nothing is
+  // written to it before the job's first bytes.
   auto file = OutputFile::Open(invocation.output_path, 0);
   if (!file.ok()) {
     err << "radialctl: " << std::string(file.status().message()) << "\n";
@@ -178,16 +218,27 @@ int Generate(const Invocation& invocation, Connection& connection, std::ostream&
   // A new job's bytes come from its first attempt until a Restarted event says otherwise.
   (*file)->SetAttempt(1);
   FollowResult result;
+  std::atomic<bool> interrupted{false};
   if (grpc::Status ready = connection.AwaitConnection(); !ready.ok()) {
     result.exit_code = connection.Report(ready, err);
   } else {
     grpc::ClientContext context;
     connection.PrepareCall(context);
+    // From the request on, Ctrl-C ends the call rather than the process (disarmed before `context`
+    // goes away).
+    ArmedInterrupt armed(environment.interrupt, [&] {
+      interrupted = true;
+      context.TryCancel();
+    });
     auto stream = connection.stub().Generate(&context, invocation.request);
     ProgressDisplay display(err, environment.stderr_is_terminal, environment.now);
     result = FollowJob(context, *stream, file->get(), display, out, err);
-    if (!result.rpc_status.ok()) connection.Report(result.rpc_status, err);
   }
+  if (interrupted && !result.job_ended) {
+    if (auto closed = (*file)->Close(); !closed.ok()) err << "radialctl: " << std::string(closed.message()) << "\n";
+    return ReportInterrupted(invocation, result, file->get(), err);
+  }
+  if (!result.rpc_status.ok()) connection.Report(result.rpc_status, err);
   if (result.job_ended) (*file)->ForgetAttempt();  // nothing left to resume
   if (result.exit_code != kExitOk && !invocation.keep_partial) {
     (*file)->Remove();
@@ -195,7 +246,7 @@ int Generate(const Invocation& invocation, Connection& connection, std::ostream&
     err << "radialctl: " << std::string(closed.message()) << "\n";
     if (result.exit_code == kExitOk) result.exit_code = kExitLocalError;
   }
-  if (result.exit_code != kExitOk) PrintResumeHint(result, invocation.output_path, invocation.keep_partial, err);
+  if (result.exit_code != kExitOk) PrintResumeHint(invocation, result, file->get(), invocation.keep_partial, err);
   return result.exit_code;
 }
 
@@ -242,16 +293,31 @@ int Watch(const Invocation& invocation, Connection& connection, std::ostream& ou
     if (attempt == 0) attempt = CurrentAttempt(invocation, connection);
     file->SetAttempt(std::max<uint32_t>(attempt, 1));
   }
-  grpc::ClientContext context;
-  connection.PrepareCall(context);
   v1::WatchRequest request;
   request.set_job_id(invocation.job_id);
   request.set_from_byte_offset(from_offset);
   request.set_attempt(attempt);
-  auto stream = connection.stub().Watch(&context, request);
-  ProgressDisplay display(err, environment.stderr_is_terminal, environment.now);
-  display.set_watching(true);
-  FollowResult result = FollowJob(context, *stream, file.get(), display, out, err);
+  FollowResult result;
+  std::atomic<bool> interrupted{false};
+  {
+    grpc::ClientContext context;
+    connection.PrepareCall(context);
+    ArmedInterrupt armed(environment.interrupt, [&] {
+      interrupted = true;
+      context.TryCancel();
+    });
+    auto stream = connection.stub().Watch(&context, request);
+    ProgressDisplay display(err, environment.stderr_is_terminal, environment.now);
+    display.set_watching(true);
+    result = FollowJob(context, *stream, file.get(), display, out, err);
+  }
+  if (interrupted && !result.job_ended) {
+    if (result.job_id.empty()) result.job_id = invocation.job_id;  // interrupted before the first event
+    if (file != nullptr) {
+      if (auto closed = file->Close(); !closed.ok()) err << "radialctl: " << std::string(closed.message()) << "\n";
+    }
+    return ReportInterrupted(invocation, result, file.get(), err);
+  }
   if (!result.rpc_status.ok()) connection.Report(result.rpc_status, err);
   if (file == nullptr) return result.exit_code;
   // The file is removed only when the job can no longer complete; after a broken stream it stays,
@@ -264,7 +330,7 @@ int Watch(const Invocation& invocation, Connection& connection, std::ostream& ou
     err << "radialctl: " << std::string(closed.message()) << "\n";
     if (result.exit_code == kExitOk) result.exit_code = kExitLocalError;
   }
-  if (result.exit_code != kExitOk) PrintResumeHint(result, invocation.output_path, true, err);
+  if (result.exit_code != kExitOk) PrintResumeHint(invocation, result, file.get(), true, err);
   return result.exit_code;
 }
 
@@ -445,7 +511,11 @@ int RunRadialctl(const std::vector<std::string>& args, std::ostream& out, std::o
   }
   const Invocation& invocation = *parsed;
   if (invocation.command == Command::kHelp) {
-    out << UsageText();
+    out << UsageText(invocation.help_topic);
+    return kExitOk;
+  }
+  if (invocation.command == Command::kVersion) {
+    out << VersionText();
     return kExitOk;
   }
   Security security{invocation.token, invocation.tls_ca_file, invocation.tls_server_name};
@@ -477,7 +547,8 @@ int RunRadialctl(const std::vector<std::string>& args, std::ostream& out, std::o
     case Command::kModels: return Models(invocation, connection, out, err);
     case Command::kJobs: return Jobs(invocation, connection, out, err);
     case Command::kDelete: return Delete(invocation, connection, out, err);
-    case Command::kHelp: break;
+    case Command::kHelp:
+    case Command::kVersion: break;
   }
   return kExitOk;
 }

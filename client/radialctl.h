@@ -13,6 +13,8 @@
 
 namespace radial::client {
 
+class InterruptHook;  // interrupt.h
+
 // What the process around radialctl provides; tests fill it in directly.
 struct ClientEnvironment {
   bool stderr_is_terminal = false;                 // redraw one progress line instead of printing plain lines
@@ -26,6 +28,10 @@ struct ClientEnvironment {
   // for a long time.
   std::chrono::milliseconds call_timeout{30000};
   std::function<Clock::time_point()> now = Clock::now;
+  // Ctrl-C while generate or watch follows its job: the call ends (the job goes on), the file is
+  // kept for `watch -o` and the resume command printed, exit 130. Null: SIGINT keeps its default
+  // action. Not owned.
+  InterruptHook* interrupt = nullptr;
 };
 
 // Runs one command line (the arguments after the program name). Results go to `out`; progress,
@@ -34,7 +40,8 @@ struct ClientEnvironment {
 int RunRadialctl(const std::vector<std::string>& args, std::ostream& out, std::ostream& err,
                  const ClientEnvironment& environment);
 
-// The environment of this process: isatty(stderr), $RADIAL_SERVER, $RADIAL_TOKEN and $RADIAL_TLS_CA.
+// The environment of this process: isatty(stderr), $RADIAL_SERVER, $RADIAL_TOKEN and $RADIAL_TLS_CA;
+// `interrupt` is left null (main.cc owns the process's SigintHook).
 ClientEnvironment ProcessEnvironment();
 
 }  // namespace radial::client

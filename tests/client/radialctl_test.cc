@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -22,10 +23,13 @@
 #include <thread>
 
 #include "command_line.h"
+#include "exit_code.h"
+#include "interrupt.h"
 #include "output_file.h"
 #include "radial/v1/video_service.grpc.pb.h"
 #include "radial/v1/worker_service.grpc.pb.h"
 #include "rpc/scheduler_server.h"
+#include "tests/integration/process.h"
 #include "tests/server/fake_fmp4.h"
 #include "tests/server/tiny_model_info.h"
 
@@ -267,7 +271,8 @@ TEST_F(RadialctlTest, FlagsBecomeTheRequest) {
   });
   const RunResult result =
       Run({"generate", "a red fox", "--frames", "9", "--seed", "7", "--guidance", "4.5", "--sink", "on", "--block=128",
-           "--priority", "-3", "--negative", "-blurry", "--dense-steps", "1", "-o", Path("flags.mp4")});
+           "--priority", "-3", "--negative", "-blurry", "--dense-steps", "1", "--fragment-frames", "4", "-o",
+           Path("flags.mp4")});
   EXPECT_EQ(result.code, 0) << result.err;
   const v1::GenerateRequest request = seen.get_future().get();
   EXPECT_EQ(request.prompt(), "a red fox");
@@ -279,6 +284,7 @@ TEST_F(RadialctlTest, FlagsBecomeTheRequest) {
   EXPECT_TRUE(request.radial().sink());
   EXPECT_EQ(request.radial().block(), 128u);
   EXPECT_EQ(request.radial().dense_steps(), 1u);
+  EXPECT_EQ(request.fragment_frames(), 4u);
   EXPECT_EQ(request.width(), 128u) << "unset flags take the model's defaults";
 }
 
@@ -767,6 +773,375 @@ TEST_F(RadialctlTest, WatchOfAFileFromAnOlderAttemptStartsOverWithTheCurrentOne)
   EXPECT_EQ(Read(path), second_attempt);
   EXPECT_NE(resumed.out.find(std::to_string(second_attempt.size() - 9) + " received now"), std::string::npos)
       << resumed.out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Help of each command, --version, --server checks, no file for a job that sent no bytes, Ctrl-C.
+// ---------------------------------------------------------------------------------------------
+
+RunResult RunAlone(const std::vector<std::string>& args) {
+  std::ostringstream out, err;
+  const int code = RunRadialctl(args, out, err, ClientEnvironment());
+  return {code, out.str(), err.str()};
+}
+
+TEST(HelpTest, EveryCommandPrintsItsFlagsWithDefaultsAndRanges) {
+  struct Case {
+    std::string command;
+    std::vector<std::string> has;    // flags the command takes, with their defaults and ranges
+    std::vector<std::string> lacks;  // flags it does not take
+  };
+  const std::vector<std::string> connection = {"--server HOST:PORT", "port from 1 to 65535", "--token TOKEN",
+                                               "--tls-ca FILE", "--tls-server-name NAME", "-h, --help"};
+  const std::vector<Case> cases = {
+      {"generate",
+       {"usage: radialctl generate PROMPT -o FILE", "-o, --output PATH", "--keep-partial", "--frames N",
+        "--priority P", "-10 to 10, higher runs first (default 0)", "--block 64|128", "--sink on|off",
+        "--fragment-frames N", "1 to 1000", "--request-id KEY", "1 to 128 bytes", "--queue-timeout S",
+        "1 to 604800", "exit 130"},
+       {"--limit", "--from-offset", "--state", "--verbose", "--json"}},
+      {"submit",
+       {"usage: radialctl submit PROMPT", "--verbose", "--json", "--fragment-frames N", "--steps N"},
+       {"--output", "--keep-partial", "--limit"}},
+      {"watch",
+       {"usage: radialctl watch JOB_ID", "-o, --output PATH", "--from-offset N", "--keep-partial"},
+       {"--frames", "--json", "--state"}},
+      {"status", {"usage: radialctl status JOB_ID", "--json"}, {"--frames", "--output", "--state"}},
+      {"cancel", {"usage: radialctl cancel JOB_ID"}, {"--json", "--frames"}},
+      {"delete", {"usage: radialctl delete JOB_ID", "--json"}, {"--frames", "--output"}},
+      {"jobs",
+       {"usage: radialctl jobs", "--state S", "queued, running, succeeded,", "--limit N",
+        "(default 50)", "--model NAME", "only jobs of this model", "--json"},
+       {"--frames", "--output"}},
+      {"models", {"usage: radialctl models", "--json"}, {"--frames", "--state"}},
+  };
+  for (const Case& c : cases) {
+    const RunResult help = RunAlone({c.command, "--help"});
+    EXPECT_EQ(help.code, 0) << c.command << ": " << help.err;
+    EXPECT_TRUE(help.err.empty()) << help.err;
+    EXPECT_EQ(help.out.rfind("usage: radialctl " + c.command, 0), 0u) << help.out;
+    for (const std::string& part : c.has) EXPECT_NE(help.out.find(part), std::string::npos) << part << "\n" << help.out;
+    for (const std::string& part : connection) {
+      EXPECT_NE(help.out.find(part), std::string::npos) << part << "\n" << help.out;
+    }
+    for (const std::string& flag : c.lacks) {
+      EXPECT_EQ(help.out.find(flag + " "), std::string::npos) << c.command << " lists " << flag << "\n" << help.out;
+    }
+    std::istringstream lines(help.out);
+    for (std::string line; std::getline(lines, line);) EXPECT_LE(line.size(), 80u) << line;
+    // The same text however it is asked for, and wherever --help stands.
+    EXPECT_EQ(RunAlone({"help", c.command}).out, help.out);
+    EXPECT_EQ(RunAlone({c.command, "-h"}).out, help.out);
+    EXPECT_EQ(RunAlone({"--server", "localhost:1", c.command, "extra", "--help"}).out, help.out);
+  }
+}
+
+TEST(HelpTest, OverviewListsTheCommandsAndVersionComesFromTheBuild) {
+  const RunResult overview = RunAlone({"--help"});
+  EXPECT_EQ(overview.code, 0);
+  for (const char* command : {"generate", "submit", "watch", "status", "cancel", "delete", "jobs", "models"}) {
+    EXPECT_NE(overview.out.find(std::string("\n  ") + command + " "), std::string::npos) << command;
+  }
+  EXPECT_NE(overview.out.find("radialctl COMMAND --help"), std::string::npos) << overview.out;
+  EXPECT_NE(overview.out.find("130 interrupted"), std::string::npos) << overview.out;
+  EXPECT_EQ(RunAlone({"help"}).out, overview.out);
+
+  const RunResult unknown = RunAlone({"help", "render"});
+  EXPECT_EQ(unknown.code, 2);
+  EXPECT_NE(unknown.err.find("help: got 'render'"), std::string::npos) << unknown.err;
+
+  const RunResult version = RunAlone({"--version"});
+  EXPECT_EQ(version.code, 0) << version.err;
+  EXPECT_EQ(version.out, VersionText());
+  ASSERT_EQ(version.out.rfind("radialctl ", 0), 0u) << version.out;
+  EXPECT_GT(version.out.size(), std::string("radialctl \n").size()) << "names a version: " << version.out;
+  EXPECT_EQ(version.out.find('\n'), version.out.size() - 1) << "one line: " << version.out;
+}
+
+TEST(CommandLineTest, ServerMustBeHostAndPort) {
+  struct Case {
+    std::string server;
+    std::string message;
+  };
+  const std::string expected = "expected HOST:PORT with a port from 1 to 65535";
+  const std::vector<Case> bad = {
+      {"", "--server: got an empty address, " + expected},
+      {"localhost", "--server: got 'localhost', " + expected + " (e.g. localhost:50051): no port"},
+      {"localhost:0", "the port is out of range"},
+      {"localhost:65536", "the port is out of range"},
+      {"localhost:123456789012345678901234567890", "the port is out of range"},
+      {"localhost:http", "the port is not a number"},
+      {"localhost:-1", "the port is not a number"},
+      {"localhost:", "no port after the ':'"},
+      {":50051", "no host before the ':'"},
+      {"sched uler:50051", "a host name holds only letters, digits"},
+      {"host;rm -rf:1", "a host name holds only letters, digits"},
+      {"::1:50051", "an IPv6 address goes in brackets"},
+      {"[::1]", "no ':PORT' after the ']'"},
+      {"[::1:50051", "no ']' after the IPv6 address"},
+      {"[zz]:1", "hexadecimal digits"},
+  };
+  for (const Case& c : bad) {
+    const auto parsed = ParseCommandLine({"--server", c.server, "models"}, "localhost:50051");
+    ASSERT_FALSE(parsed.ok()) << c.server;
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(std::string(parsed.status().message()).find(c.message), std::string::npos) << parsed.status().message();
+    EXPECT_EQ(std::string(parsed.status().message()).rfind("--server: ", 0), 0u) << parsed.status().message();
+  }
+  EXPECT_FALSE(ParseCommandLine({"--server=", "models"}, "localhost:50051").ok());
+  for (const char* good : {"localhost:50051", "127.0.0.1:1", "[::1]:65535", "sched-1.example_x.internal:443"}) {
+    const auto parsed = ParseCommandLine({"--server", good, "models"}, "localhost:50051");
+    ASSERT_TRUE(parsed.ok()) << good << ": " << parsed.status();
+    EXPECT_EQ(parsed->server, good);
+    EXPECT_TRUE(parsed->server_given);
+  }
+  // RADIAL_SERVER is the default; wrong there, the message names it.
+  const auto from_variable = ParseCommandLine({"models"}, "scheduler");
+  ASSERT_FALSE(from_variable.ok());
+  EXPECT_EQ(std::string(from_variable.status().message()).rfind("RADIAL_SERVER: got 'scheduler'", 0), 0u)
+      << from_variable.status().message();
+  EXPECT_TRUE(ParseCommandLine({"--server", "localhost:1", "models"}, "scheduler").ok()) << "the flag wins";
+}
+
+TEST_F(RadialctlTest, BadServerIsAUsageErrorBeforeAnythingIsWritten) {
+  const std::string path = Path("bad-server.mp4");
+  for (const char* server : {"localhost:99999", "nohost", "", "bad host:1"}) {
+    const RunResult result = Run({"--server", server, "generate", "x", "-o", path});
+    EXPECT_EQ(result.code, 2) << server << ": " << result.err;
+    EXPECT_NE(result.err.find("radialctl: --server: got "), std::string::npos) << result.err;
+    EXPECT_FALSE(std::filesystem::exists(path));
+  }
+  environment_.default_server = "scheduler.example";
+  const RunResult result = Run({"jobs"});
+  EXPECT_EQ(result.code, 2);
+  EXPECT_NE(result.err.find("RADIAL_SERVER: got 'scheduler.example', expected HOST:PORT"), std::string::npos)
+      << result.err;
+}
+
+TEST_F(RadialctlTest, NoFileIsLeftOrTouchedWhenNoVideoCame) {
+  AddWorker("w1", [](FakeWorker& worker, const v1::Assign& assign) {
+    worker.Failed(assign.job_id(), 13, "out of memory before the first frame");
+  });
+  const std::string unknown = "0123456789abcdef";
+  const std::string fresh = Path("fresh.mp4");
+  RunResult result = Run({"watch", unknown, "-o", fresh});
+  EXPECT_EQ(result.code, 3) << result.err;
+  EXPECT_NE(result.err.find("NOT_FOUND"), std::string::npos) << result.err;
+  EXPECT_FALSE(std::filesystem::exists(fresh)) << "watch of an unknown job creates no file";
+  EXPECT_FALSE(std::filesystem::exists(OutputFile::AttemptPath(fresh)));
+
+  // An earlier file (and its record) of that name is left exactly as it was.
+  const std::string earlier = Path("earlier.mp4");
+  WriteFile(earlier, "an earlier video");
+  WriteFile(OutputFile::AttemptPath(earlier), "1\n");
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"watch", unknown, "-o", earlier, "--from-offset", "0"},
+           {"watch", unknown, "-o", earlier},
+           {"generate", "x", "--width", "100", "-o", earlier},  // rejected
+           {"generate", "x", "-o", earlier},                    // fails before its first byte
+       }) {
+    result = Run(args);
+    EXPECT_NE(result.code, 0) << ::testing::PrintToString(args);
+    EXPECT_EQ(Read(earlier), "an earlier video") << ::testing::PrintToString(args) << "\n" << result.err;
+    EXPECT_EQ(Read(OutputFile::AttemptPath(earlier)), "1\n") << ::testing::PrintToString(args);
+  }
+
+  // --keep-partial keeps a partial file, but with no bytes there is nothing to keep.
+  result = Run({"generate", "x", "--width", "100", "-o", fresh, "--keep-partial"});
+  EXPECT_EQ(result.code, 3) << result.err;
+  EXPECT_FALSE(std::filesystem::exists(fresh));
+  result = Run({"generate", "x", "-o", fresh, "--keep-partial"});
+  EXPECT_EQ(result.code, 4) << result.err;
+  EXPECT_FALSE(std::filesystem::exists(fresh));
+  EXPECT_FALSE(std::filesystem::exists(OutputFile::AttemptPath(fresh)));
+}
+
+TEST(CommandLineTest, FollowUpCommandRepeatsTheConnectionFlagsButNeverTheToken) {
+  const Invocation given = Parse({"--server", "sched.example:443", "--token", "s3cret-token", "--tls-ca",
+                                  "/etc/radial ca/ca.pem", "generate", "x", "-o", "it's here.mp4"});
+  const std::string command = FollowUpCommand(given, {"watch", "abc123", "-o", given.output_path});
+  EXPECT_EQ(command,
+            "radialctl watch abc123 -o 'it'\\''s here.mp4' --server sched.example:443 --tls-ca '/etc/radial ca/ca.pem'");
+  EXPECT_EQ(command.find("s3cret"), std::string::npos);
+  // Defaults (RADIAL_SERVER, RADIAL_TLS_CA) still apply to the follow-up: not repeated.
+  const Invocation defaults = Parse({"generate", "x", "-o", "out.mp4"});
+  EXPECT_EQ(FollowUpCommand(defaults, {"watch", "abc123", "-o", "out.mp4"}), "radialctl watch abc123 -o out.mp4");
+  EXPECT_EQ(FollowUpCommand(Parse({"--server", "[::1]:5", "jobs"}), {"jobs"}), "radialctl jobs --server '[::1]:5'");
+}
+
+// Ctrl-C played by the test.
+class ManualInterrupt : public InterruptHook {
+ public:
+  void Arm(std::function<void()> callback) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    callback_ = std::move(callback);
+  }
+  void Disarm() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    callback_ = nullptr;
+  }
+  bool armed() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return callback_ != nullptr;
+  }
+  void Fire() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (callback_) std::exchange(callback_, nullptr)();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::function<void()> callback_;
+};
+
+// The job id in "resume with: radialctl watch ID ...".
+std::string ResumedId(const std::string& err) {
+  const std::string marker = "resume with: radialctl watch ";
+  const size_t start = err.find(marker);
+  if (start == std::string::npos) return "";
+  const size_t begin = start + marker.size();
+  return err.substr(begin, err.find(' ', begin) - begin);
+}
+
+// A worker that sends the video's first 10 bytes, then the rest once `released` (or 20 s passed).
+FakeWorker::Script FirstBytesThenWait(std::shared_future<void> released) {
+  return [released](FakeWorker& worker, const v1::Assign& assign) {
+    worker.Chunk(assign.job_id(), 0, kVideo.substr(0, 10));
+    released.wait_for(20s);
+    worker.Chunk(assign.job_id(), 10, kVideo.substr(10));
+    worker.Done(assign.job_id());
+  };
+}
+
+TEST_F(RadialctlTest, InterruptedGenerateAndWatchKeepTheFileAndSayHowToResume) {
+  std::promise<void> release;
+  AddWorker("w1", FirstBytesThenWait(release.get_future().share()));
+  ManualInterrupt interrupt;
+  environment_.interrupt = &interrupt;
+  const std::string path = Path("interrupted.mp4");
+  LockedText err_text;
+  std::ostream err(&err_text);
+  std::ostringstream out;
+  auto run = Start({"generate", "x", "-o", path}, out, err);
+  ASSERT_TRUE(Eventually([&] { return std::filesystem::exists(path) && std::filesystem::file_size(path) == 10; }));
+  ASSERT_TRUE(interrupt.armed());
+  interrupt.Fire();
+  ASSERT_EQ(run.wait_for(kRunTimeout), std::future_status::ready) << err_text.Text();
+  EXPECT_EQ(run.get(), kExitInterrupted) << err_text.Text();
+  const std::string text = err_text.Text();
+  const std::string id = ResumedId(text);
+  ASSERT_FALSE(id.empty()) << text;
+  EXPECT_NE(text.find("radialctl: interrupted; job " + id + " goes on running on the server\n"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("resume with: radialctl watch " + id + " -o " + path + "\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("stop it with: radialctl cancel " + id + "\n"), std::string::npos) << text;
+  EXPECT_FALSE(interrupt.armed()) << "disarmed once the call ended";
+  EXPECT_EQ(Read(path), kVideo.substr(0, 10)) << "the partial file stays for the resume";
+  EXPECT_EQ(Read(OutputFile::AttemptPath(path)), "1\n");
+  EXPECT_NE(Run({"status", id}).out.find("running"), std::string::npos) << "the job is not cancelled";
+
+  // An interrupted watch keeps the file too, and says the same.
+  LockedText watch_err_text;
+  std::ostream watch_err(&watch_err_text);
+  auto watch = Start({"watch", id, "-o", path}, out, watch_err);
+  ASSERT_TRUE(Eventually([&] { return watch_err_text.Contains("watching job " + id); }));
+  ASSERT_TRUE(interrupt.armed());
+  interrupt.Fire();
+  ASSERT_EQ(watch.wait_for(kRunTimeout), std::future_status::ready) << watch_err_text.Text();
+  EXPECT_EQ(watch.get(), kExitInterrupted) << watch_err_text.Text();
+  EXPECT_EQ(ResumedId(watch_err_text.Text()), id) << watch_err_text.Text();
+  EXPECT_EQ(Read(path), kVideo.substr(0, 10));
+
+  // The printed command finishes the file.
+  release.set_value();
+  const RunResult resumed = Run({"watch", id, "-o", path});
+  EXPECT_EQ(resumed.code, 0) << resumed.err;
+  EXPECT_EQ(Read(path), kVideo);
+  EXPECT_FALSE(std::filesystem::exists(OutputFile::AttemptPath(path)));
+}
+
+TEST_F(RadialctlTest, InterruptedGenerateOverAnEarlierFileResumesFromByteZero) {
+  std::promise<void> accepted;
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  AddWorker("w1", [&accepted, released](FakeWorker& worker, const v1::Assign& assign) {
+    accepted.set_value();
+    released.wait_for(20s);
+    worker.Video(assign.job_id(), kVideo);
+    worker.Done(assign.job_id());
+  });
+  ManualInterrupt interrupt;
+  environment_.interrupt = &interrupt;
+  const std::string path = Path("earlier.mp4");
+  WriteFile(path, "an earlier video");
+  LockedText err_text;
+  std::ostream err(&err_text);
+  std::ostringstream out;
+  auto run = Start({"generate", "x", "-o", path}, out, err);
+  ASSERT_EQ(accepted.get_future().wait_for(kRunTimeout), std::future_status::ready);
+  ASSERT_TRUE(Eventually([&] { return err_text.Contains(" accepted"); }));
+  interrupt.Fire();
+  ASSERT_EQ(run.wait_for(kRunTimeout), std::future_status::ready) << err_text.Text();
+  EXPECT_EQ(run.get(), kExitInterrupted);
+  EXPECT_EQ(Read(path), "an earlier video") << "no byte of the job came: the file is untouched";
+  const std::string id = ResumedId(err_text.Text());
+  // Continuing the earlier file would glue the job's bytes onto another video.
+  EXPECT_NE(err_text.Text().find("radialctl watch " + id + " -o " + path + " --from-offset 0\n"), std::string::npos)
+      << err_text.Text();
+  release.set_value();
+  const RunResult resumed = Run({"watch", id, "-o", path, "--from-offset", "0"});
+  EXPECT_EQ(resumed.code, 0) << resumed.err;
+  EXPECT_EQ(Read(path), kVideo);
+}
+
+// The radialctl binary: $RADIAL_RADIALCTL_BIN, else next to this test in the build tree
+// (build/tests/radialctl_test -> build/client/radialctl). Empty when there is none.
+std::string RadialctlBinary() {
+  if (const std::string set = radial::testing::Env("RADIAL_RADIALCTL_BIN"); !set.empty()) return set;
+  std::error_code error;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", error);
+  if (error) return "";
+  const std::filesystem::path binary = self.parent_path().parent_path() / "client" / "radialctl";
+  return ::access(binary.c_str(), X_OK) == 0 ? binary.string() : "";
+}
+
+TEST_F(RadialctlTest, CtrlCOfTheBinaryDuringGenerateExits130AndPrintsTheResumeCommand) {
+  const std::string binary = RadialctlBinary();
+  if (binary.empty()) GTEST_SKIP() << "no radialctl binary (build the radialctl target)";
+  std::promise<void> release;
+  AddWorker("w1", FirstBytesThenWait(release.get_future().share()));
+  const std::string path = Path("ctrl-c.mp4");
+  const std::filesystem::path log = dir_ / "radialctl.log";
+  // The child inherits an ignored SIGINT (a test run in the background), and would keep ignoring it.
+  struct sigaction default_action {}, previous {};
+  default_action.sa_handler = SIG_DFL;
+  ::sigaction(SIGINT, &default_action, &previous);
+  radial::testing::ChildProcess child(
+      {binary, "--server", address_, "--token", "s3cret-token", "generate", "a fox", "-o", path}, log);
+  ::sigaction(SIGINT, &previous, nullptr);
+  ASSERT_TRUE(child.running());
+  ASSERT_TRUE(Eventually([&] { return std::filesystem::exists(path) && std::filesystem::file_size(path) == 10; }))
+      << radial::testing::ReadFile(log);
+  child.Signal(SIGINT);
+  const std::optional<int> status = child.Wait(10s);
+  ASSERT_TRUE(status.has_value()) << radial::testing::ReadFile(log);
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == kExitInterrupted)
+      << radial::testing::DescribeWaitStatus(*status) << "\n"
+      << radial::testing::ReadFile(log);
+  const std::string text = radial::testing::ReadFile(log);
+  const std::string id = ResumedId(text);
+  ASSERT_FALSE(id.empty()) << text;
+  EXPECT_NE(text.find("resume with: radialctl watch " + id + " -o " + path + " --server " + address_ + "\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("RADIAL_TOKEN (preferred) or --token"), std::string::npos) << text;
+  EXPECT_EQ(text.find("s3cret"), std::string::npos) << "the token is never printed: " << text;
+  EXPECT_EQ(Read(path), kVideo.substr(0, 10));
+
+  release.set_value();
+  const RunResult resumed = Run({"watch", id, "-o", path});
+  EXPECT_EQ(resumed.code, 0) << resumed.err;
+  EXPECT_EQ(Read(path), kVideo);
 }
 
 }  // namespace
