@@ -14,7 +14,12 @@ namespace {
 class EventWriter : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   // A stream that ends at once with `status` (e.g. a rejected request).
-  explicit EventWriter(const absl::Status& status) { Finish(ToGrpcStatus(status)); }
+  // Through FinishOnce: a client's cancel arriving after this (OnCancel) must not finish it again
+  // (gRPC aborts the process on a second Finish).
+  explicit EventWriter(const absl::Status& status) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    FinishOnce(status);
+  }
 
   EventWriter(Scheduler& scheduler, std::string job_id, WatchCursor cursor)
       : scheduler_(&scheduler),

@@ -390,6 +390,32 @@ TEST_F(SchedulerServerTest, CancellingAGenerateCallLeavesTheJobRunning) {
   EXPECT_EQ(done.bytes_produced(), video.size());
 }
 
+TEST_F(SchedulerServerTest, CancellingARejectedWatchRightAwayLeavesTheServerUp) {
+  // A rejected Watch is finished in its reactor's constructor; a cancel racing with that finish
+  // used to finish it a second time, which aborts the process inside gRPC.
+  for (int i = 0; i < 200; ++i) {
+    grpc::ClientContext context;
+    context.set_deadline(Deadline());
+    v1::WatchRequest watch;
+    watch.set_job_id("no-such-job");
+    auto watcher = client_->Watch(&context, watch);
+    if (i % 2 == 0) context.TryCancel();
+    v1::JobEvent event;
+    while (watcher->Read(&event)) {
+    }
+    const grpc::StatusCode code = watcher->Finish().error_code();
+    EXPECT_TRUE(code == grpc::StatusCode::NOT_FOUND || code == grpc::StatusCode::CANCELLED) << code;
+  }
+  grpc::ClientContext context;  // still serving
+  context.set_deadline(Deadline());
+  v1::WatchRequest watch;
+  watch.set_job_id("no-such-job");
+  auto watcher = client_->Watch(&context, watch);
+  v1::JobEvent event;
+  EXPECT_FALSE(watcher->Read(&event));
+  EXPECT_EQ(watcher->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
 TEST_F(SchedulerServerTest, AWatcherThatReadsOnlyAtTheEndGetsEveryByte) {
   FakeWorker worker(channel_, "w1");
   AwaitWorkers(1);
