@@ -34,10 +34,14 @@ JobStage ToJobStage(Stage stage) {
   return JobStage::kDecoding;
 }
 
-int64_t QueueFrames(const JobSpec& spec, int gop_frames) {
+// Room for two fragments or two VAE chunks, whichever is more: the pipeline hands over a chunk's
+// frames at once and then decodes the next chunk while the encoder works through them.
+int64_t QueueFrames(const JobSpec& spec, int gop_frames, const ModelManifest& manifest) {
   if (spec.queue_frames > 0) return spec.queue_frames;
+  const int64_t chunk_frames = manifest.vae_decode_chunk_frames * manifest.temporal_factor;
   const int64_t frame_bytes = std::max<int64_t>(1, spec.params.width * spec.params.height * 3);
-  return std::max<int64_t>(2, std::min<int64_t>(2 * int64_t{gop_frames}, kQueueBytesMax / frame_bytes));
+  const int64_t wanted = 2 * std::max<int64_t>(gop_frames, chunk_frames);
+  return std::max<int64_t>(2, std::min<int64_t>(wanted, kQueueBytesMax / frame_bytes));
 }
 
 // When the stream's milestones reached the sink. Written by the encoder's sink callback (the
@@ -266,8 +270,8 @@ JobOutcome RunJob(Pipeline& pipeline, const JobSpec& spec, const std::atomic<boo
     return outcome;
   }
   const int gop_frames = (*encoder)->gop_frames();
-  EncoderThread encoding(std::move(*encoder), QueueFrames(spec, gop_frames), params.width, params.height, cancel,
-                         sink);
+  EncoderThread encoding(std::move(*encoder), QueueFrames(spec, gop_frames, pipeline.manifest()), params.width,
+                         params.height, cancel, sink);
   if (absl::Status started = encoding.Start(); !started.ok()) {
     outcome.status = started;
     return outcome;

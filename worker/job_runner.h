@@ -5,8 +5,9 @@
 //
 // Threads and ownership, for one RunJob call:
 //   caller's thread   Fmp4Encoder::Create (the init segment goes to the sink from here), then
-//                     Pipeline::Generate: progress callbacks go to the sink; each frame is copied
-//                     into a bounded queue (JobSpec::queue_frames), waiting while it is full;
+//                     Pipeline::Generate: progress callbacks go to the sink; each frame of a VAE
+//                     chunk is copied into a bounded queue (JobSpec::queue_frames), waiting while
+//                     it is full, and the pipeline goes on to decode the next chunk;
 //                     after Generate, it tells the encoder thread the frames are complete and
 //                     joins it.
 //   encoder thread    owns the encoder from its start: takes frames off the queue, AddFrame, and
@@ -55,8 +56,9 @@ struct JobSpec {
   // Its width and height must be the params' (INVALID_ARGUMENT otherwise); gop_frames is the
   // frames per fragment (0: fps rounded up); threads and preset pass to x264 as they are.
   EncoderOptions encoder;
-  // Frames the queue between decode and encode holds before the pipeline waits. 0: two
-  // fragments' worth, at most 256 MiB of pixels, at least 2 frames.
+  // Frames the queue between decode and encode holds before the pipeline waits. 0: two fragments'
+  // or two VAE chunks' worth (the manifest's vae_decode_chunk_frames x temporal_factor), whichever
+  // is more, at most 256 MiB of pixels, at least 2 frames.
   int queue_frames = 0;
 };
 

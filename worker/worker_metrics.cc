@@ -128,6 +128,8 @@ absl::Status WorkerMetrics::Ready() const {
 
 void WorkerMetrics::ModelLoaded(double seconds) { model_load_seconds_.Set(seconds); }
 
+void WorkerMetrics::WarmedUp(double seconds) { warmup_seconds_.Set(seconds); }
+
 void WorkerMetrics::RefreshGpuMemory() {
   const GpuMemory memory = read_gpu_memory_ ? read_gpu_memory_() : GpuMemory{};
   gpu_memory_.Add({{"model", model_}, {"kind", "allocated"}}).Set(static_cast<double>(memory.allocated_bytes));

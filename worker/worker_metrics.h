@@ -41,6 +41,8 @@ class WorkerMetrics : public WorkerObserver {
   void JobEnded(const JobRecord& job) override;
 
   void ModelLoaded(double seconds);
+  // radial_worker_warmup_seconds: how long the warm-up before the announcement took.
+  void WarmedUp(double seconds);
   void RefreshGpuMemory();
 
   WorkerState state() const { return state_now_.load(); }

@@ -259,6 +259,46 @@ TEST_F(WorkerClientTest, JobTheSchedulerCancelledDuringTheDrainEndsCancelledNotH
   EXPECT_EQ(failed->failed().error().code(), static_cast<int>(absl::StatusCode::kCancelled));
 }
 
+TEST_F(WorkerClientTest, FragmentsGoOutBetweenDecodeProgressAndTheStatsSayWhen) {
+  // 64x64x33 (three VAE chunks) in fragments of 2 frames: the stream carries media chunks before
+  // the pipeline's last decode progress (the encoder has its own thread and sends the second
+  // chunk's fragments while the third decodes), then muxing progress up to 33/33, then done.
+  v1::SchedulerMessage assignment = Assignment("j1", 2);
+  v1::GenerateRequest& request = *assignment.mutable_assign()->mutable_request();
+  request.set_frames(33);
+  request.set_fragment_frames(2);
+  ASSERT_TRUE(scheduler_.Send(assignment));
+  const auto done = scheduler_.Await(v1::WorkerMessage::kDone, 120s);
+  ASSERT_TRUE(done.has_value());
+  int64_t chunks_before_decoded = -1, chunks = 0, muxing_after_decoded = 0;
+  uint32_t last_muxing = 0;
+  for (const v1::WorkerMessage& m : scheduler_.Received()) {
+    if (m.has_chunk()) ++chunks;
+    if (!m.has_progress()) continue;
+    const v1::Progress& progress = m.progress().progress();
+    if (progress.stage() == v1::STAGE_DECODING && progress.step() == 33) chunks_before_decoded = chunks;
+    if (progress.stage() == v1::STAGE_MUXING) {
+      EXPECT_GE(chunks_before_decoded, 0) << "muxing comes after decoding";
+      EXPECT_EQ(progress.total(), 33u);
+      last_muxing = progress.step();
+      ++muxing_after_decoded;
+    }
+  }
+  // The init segment is one chunk; a media chunk before the end of decoding makes it two or more.
+  EXPECT_GE(chunks_before_decoded, 2) << "a fragment went out while the pipeline still decoded";
+  EXPECT_GT(chunks, chunks_before_decoded);
+  EXPECT_GE(muxing_after_decoded, 1);
+  EXPECT_EQ(last_muxing, 33u);
+  const v1::JobStats& stats = done->done().stats();
+  EXPECT_EQ(stats.frames(), 33u);
+  EXPECT_GT(stats.first_fragment_seconds(), 0);
+  EXPECT_GT(stats.last_step_to_first_fragment_seconds(), 0);
+  EXPECT_LT(stats.last_step_to_first_fragment_seconds(), stats.first_fragment_seconds());
+  EXPECT_GE(stats.last_step_to_last_byte_seconds(), stats.last_step_to_first_fragment_seconds());
+  EXPECT_GT(stats.encode_seconds(), 0);
+  EXPECT_GT(stats.decode_seconds(), 0);
+}
+
 TEST_F(WorkerClientTest, AssignmentOutsideTheManifestIsRefusedBeforeThePipeline) {
   v1::SchedulerMessage assignment = Assignment("j1", 2);
   assignment.mutable_assign()->mutable_request()->set_width(100000);

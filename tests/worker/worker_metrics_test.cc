@@ -166,6 +166,7 @@ TEST(WorkerMetricsTest, JobsAreCountedByCodeWithStageTimesForFinishedJobsOnly) {
     return GpuMemory{.allocated_bytes = 1000 + reads, .reserved_bytes = 4096, .peak_bytes = 8192};
   });
   metrics.ModelLoaded(12.5);
+  metrics.WarmedUp(3.25);
   JobRecord done;
   done.stages = JobStageSeconds{.text_encode = 0.25, .denoise = 40, .decode = 3, .encode = 0.5};
   done.stream = JobStreamSeconds{.first_fragment = 45, .last_step_to_first_fragment = 0.75, .last_step_to_last_byte = 3.5};
@@ -198,6 +199,7 @@ TEST(WorkerMetricsTest, JobsAreCountedByCodeWithStageTimesForFinishedJobsOnly) {
   EXPECT_EQ(Value(text, "radial_worker_last_step_to_first_fragment_seconds_count{model=\"wan-test\"}"), 1);
   EXPECT_DOUBLE_EQ(Value(text, "radial_worker_last_step_to_first_fragment_seconds_sum{model=\"wan-test\"}"), 0.75);
   EXPECT_EQ(Value(text, "radial_worker_model_load_seconds{model=\"wan-test\"}"), 12.5);
+  EXPECT_EQ(Value(text, "radial_worker_warmup_seconds{model=\"wan-test\"}"), 3.25);
   // The GPU memory is read again after each job.
   EXPECT_EQ(reads, 3);
   EXPECT_EQ(Value(text, "radial_worker_gpu_memory_bytes{kind=\"allocated\",model=\"wan-test\"}"), 1003);
