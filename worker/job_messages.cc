@@ -21,8 +21,8 @@ JobSpec JobSpecFrom(const v1::GenerateRequest& request, const EncoderSettings& s
   params.guidance = request.guidance();
   params.seed = request.seed();
   const v1::RadialOptions& radial = request.radial();
-  params.radial = {radial.decay(),       radial.sink(),        radial.block(), radial.dense_layers(),
-                   radial.dense_steps(), radial.dense_last_steps()};
+  params.radial = {radial.decay(),        radial.sink(),        radial.block(),
+                   radial.dense_layers(), radial.dense_steps(), radial.dense_last_steps()};
   params.dense = radial.dense();
 
   EncoderOptions& encoder = spec.encoder;

@@ -37,8 +37,7 @@ v1::WorkerMessage ProgressMessage(const std::string& job_id, JobStage stage, int
 v1::WorkerMessage ChunkMessage(const std::string& job_id, const Chunk& chunk);
 // JobDone with the outcome's stats (the runner's times, frames, bytes, mask density) and the
 // request's radial knobs. `outcome` succeeded and has its report.
-v1::WorkerMessage DoneMessage(const std::string& job_id, const v1::GenerateRequest& request,
-                              const JobOutcome& outcome);
+v1::WorkerMessage DoneMessage(const std::string& job_id, const v1::GenerateRequest& request, const JobOutcome& outcome);
 v1::WorkerMessage FailedMessage(const std::string& job_id, const absl::Status& status);
 v1::WorkerMessage HandBackMessage(const std::string& job_id, const std::string& reason);
 

@@ -84,8 +84,8 @@ class EncoderThread {
   // the encoder's failure once it has stopped: the pipeline then stops too.
   absl::Status Push(const uint8_t* rgb, int64_t stride) {
     if (rgb == nullptr || stride < row_bytes_) {
-      return absl::InternalError(absl::StrCat("worker: got a frame with stride ", stride, ", expected at least ",
-                                              row_bytes_, " bytes"));
+      return absl::InternalError(
+          absl::StrCat("worker: got a frame with stride ", stride, ", expected at least ", row_bytes_, " bytes"));
     }
     std::vector<uint8_t> buffer;
     {
@@ -226,7 +226,7 @@ class EncoderThread {
   JobSink& sink_;
   std::thread thread_;
 
-  std::mutex mutex_;  // guards the fields down to frame_wait_
+  std::mutex mutex_;              // guards the fields down to frame_wait_
   std::condition_variable work_;  // the encoder thread waits: a frame, the end of frames or an abort
   std::condition_variable room_;  // the pipeline waits: room in the queue, or the encoder stopped
   std::deque<std::vector<uint8_t>> queue_;
@@ -251,9 +251,9 @@ JobOutcome RunJob(Pipeline& pipeline, const JobSpec& spec, const std::atomic<boo
   JobOutcome outcome;
   const GenerationParams& params = spec.params;
   if (spec.encoder.width != params.width || spec.encoder.height != params.height) {
-    outcome.status = absl::InvalidArgumentError(
-        absl::StrCat("worker: encoder size ", spec.encoder.width, "x", spec.encoder.height,
-                     " differs from the generation's ", params.width, "x", params.height));
+    outcome.status =
+        absl::InvalidArgumentError(absl::StrCat("worker: encoder size ", spec.encoder.width, "x", spec.encoder.height,
+                                                " differs from the generation's ", params.width, "x", params.height));
     return outcome;
   }
   StreamMarks marks;

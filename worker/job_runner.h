@@ -71,10 +71,12 @@ struct JobTimes {
   // callback waited for room in the queue (frame_wait): the encoder's time is not in it.
   double decode = 0;
   double frame_wait = 0;
-  double encode = 0;           // the encoder thread's busy time: AddFrame and Finish, sink calls included
-  double first_fragment = 0;   // RunJob's start -> the sink accepted the first media fragment's first chunk
+  // The encoder thread's busy time: AddFrame and Finish, the sink's chunk calls included.
+  double encode = 0;
+  // RunJob's start -> the sink accepted the first chunk of the first media fragment.
+  double first_fragment = 0;
   double last_step_to_first_fragment = 0;  // the last denoising step's end -> that chunk
-  double last_step_to_last_byte = 0;       // the last denoising step's end -> the sink accepted the last chunk
+  double last_step_to_last_byte = 0;       // the last denoising step's end -> the sink took the last chunk
   double total = 0;                        // RunJob's start -> its return
 };
 

@@ -51,8 +51,8 @@ struct WorkerOptions {
   std::string worker_id;                      // unique; empty: hostname-pid
   WorkerSecurity security;                    // default: plaintext, no token (a loopback scheduler)
   int heartbeat_ms = 5000;
-  int reconnect_max_ms = 5000;  // backoff doubles from 100 ms up to this
-  int64_t max_chunk_bytes = 1 << 20;    // per chunk message, in [1024, 4 MiB)
+  int reconnect_max_ms = 5000;        // backoff doubles from 100 ms up to this
+  int64_t max_chunk_bytes = 1 << 20;  // per chunk message, in [1024, 4 MiB)
   std::string x264_preset = "veryfast";
   // Passed to x264 for every job (EncoderOptions::threads): 1 gives the same bytes for the same
   // request on any machine; 0 is one per core. The encoder runs on its own thread either way.

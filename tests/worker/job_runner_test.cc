@@ -270,7 +270,6 @@ TEST_F(JobRunnerTest, FragmentsReachTheSinkWhileThePipelineStillDecodes) {
   EXPECT_LE(times.decode, outcome.report->decode_seconds) << "the waits for the encoder are left out";
   EXPECT_GE(times.total, times.first_fragment);
   EXPECT_EQ(outcome.steps.size(), 2u);
-
 }
 
 TEST_F(JobRunnerTest, ASinkFailureStopsThePipelineWithItsStatus) {
@@ -371,8 +370,8 @@ TEST_F(JobRunnerTest, ASlowSinkHoldsThePipelineBackAtTheQueue) {
   // Neither the encoder's thread nor the waits change the bytes: encoding the same frames inside
   // the frame callback, as the worker used to, gives the same stream.
   const std::string inline_bytes = EncodeInline(spec);
-  EXPECT_TRUE(sink.bytes() == inline_bytes) << "got " << sink.bytes().size() << " bytes, expected "
-                                            << inline_bytes.size() << " identical ones";
+  EXPECT_TRUE(sink.bytes() == inline_bytes)
+      << "got " << sink.bytes().size() << " bytes, expected " << inline_bytes.size() << " identical ones";
 }
 
 }  // namespace

@@ -169,7 +169,8 @@ TEST(WorkerMetricsTest, JobsAreCountedByCodeWithStageTimesForFinishedJobsOnly) {
   metrics.WarmedUp(3.25);
   JobRecord done;
   done.stages = JobStageSeconds{.text_encode = 0.25, .denoise = 40, .decode = 3, .encode = 0.5};
-  done.stream = JobStreamSeconds{.first_fragment = 45, .last_step_to_first_fragment = 0.75, .last_step_to_last_byte = 3.5};
+  done.stream =
+      JobStreamSeconds{.first_fragment = 45, .last_step_to_first_fragment = 0.75, .last_step_to_last_byte = 3.5};
   done.mask_density = 0.375;
   metrics.JobEnded(done);
   JobRecord cancelled;
