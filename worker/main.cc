@@ -231,11 +231,15 @@ int main(int argc, char** argv) {
     metrics->RefreshGpuMemory();
     metrics->StateChanged(radial::worker::WorkerState::kWarming);
   }
+  const auto warmup_started = std::chrono::steady_clock::now();
   if (absl::Status warmed = warm_up ? Warmup(**pipeline, *warmup_sizes) : absl::OkStatus(); !warmed.ok()) {
     spdlog::critical("radial-worker: {}", std::string(warmed.message()));
     return warmed.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
   }
   if (metrics != nullptr) {
+    if (warm_up) {
+      metrics->WarmedUp(std::chrono::duration<double>(std::chrono::steady_clock::now() - warmup_started).count());
+    }
     metrics->RefreshGpuMemory();
     options.observer = metrics.get();  // idle from Run() on
   }
