@@ -39,6 +39,8 @@ class Wan21 final : public ModelFamily {
             absl::StrCat("device: got '", options.device, "', but no CUDA device is visible"));
       }
       if (device_.is_cuda() && options.gpu_memory_fraction < 1) {
+        // The allocator takes a fraction only for a device it has set up: a first allocation does.
+        (void)torch::empty({1}, torch::TensorOptions().device(device_));
         c10::cuda::CUDACachingAllocator::setMemoryFraction(options.gpu_memory_fraction,
                                                            device_.has_index() ? device_.index() : 0);
       }
