@@ -10,7 +10,11 @@ scripts/setup.sh
 scripts/build.sh
 BUILD=${RADIAL_BUILD_DIR:-build}
 BUNDLE=$BUILD/bundles/wan2.1-tiny
-if [ ! -f "$BUNDLE/manifest.json" ]; then
+# Exported again when the exporter changed since (a bundle from an older exporter may lack what
+# the worker now needs, e.g. the VAE's chunked decode).
+if [ ! -f "$BUNDLE/manifest.json" ] ||
+   [ -n "$(find worker/exporter/radial_export -name '*.py' -newer "$BUNDLE/manifest.json" | head -1)" ]; then
+  rm -rf "$BUNDLE"
   PYTHONPATH=worker/exporter RADIAL_OPS_LIBRARY=$BUILD/kernels/libradial_ops.so \
     .venv/bin/python -m radial_export --tiny --out "$BUNDLE"
 fi
