@@ -225,8 +225,9 @@ class RadialctlTest : public ::testing::Test {
   std::vector<std::unique_ptr<FakeWorker>> workers_;
 };
 
-// Plays a job: denoising steps 1..3, each sent once the client has shown the previous one (progress
-// updates are coalesced, so a fast worker could skip past a reader), then the video and done.
+// Plays a job as the worker does: denoising steps 1..3, decoding 0, 9 and 17 of 17 frames, the
+// video, muxing 17/17, done. Each progress value is sent once the client has shown the one before
+// (progress updates are coalesced, so a fast worker could skip past a reader).
 FakeWorker::Script PlayVideo(LockedText& client_err, const std::string& video) {
   return [&client_err, video](FakeWorker& worker, const v1::Assign& assign) {
     const std::string& id = assign.job_id();
@@ -234,7 +235,13 @@ FakeWorker::Script PlayVideo(LockedText& client_err, const std::string& video) {
       worker.Progress(id, v1::STAGE_DENOISING, step, 3);
       Eventually([&] { return client_err.Contains(std::to_string(step) + "/3"); });
     }
+    for (uint32_t frames : {0, 9, 17}) {
+      worker.Progress(id, v1::STAGE_DECODING, frames, 17);
+      Eventually([&] { return client_err.Contains(std::to_string(frames) + "/17 frames"); });
+    }
     worker.Video(id, video);
+    worker.Progress(id, v1::STAGE_MUXING, 17, 17);
+    Eventually([&] { return client_err.Contains("muxing"); });
     worker.Done(id);
   };
 }
@@ -252,7 +259,9 @@ TEST_F(RadialctlTest, GenerateWritesExactlyTheVideoAndPrintsPlainProgress) {
 
   const std::string progress = err_text.Text();
   EXPECT_NE(progress.find(" accepted"), std::string::npos) << progress;
-  for (const char* line : {"denoising step 1/3\n", "denoising step 2/3\n", "denoising step 3/3\n"}) {
+  for (const char* line :
+       {"denoising step 1/3\n", "denoising step 2/3\n", "denoising step 3/3\n", "decoding 0/17 frames\n",
+        "decoding 9/17 frames\n", "decoding 17/17 frames\n", "muxing 17/17 frames\n"}) {
     EXPECT_NE(progress.find(line), std::string::npos) << progress;
   }
   EXPECT_EQ(progress.find('\r'), std::string::npos) << "no terminal control when stderr is not a terminal";
@@ -299,7 +308,9 @@ TEST_F(RadialctlTest, TerminalShowsOneRedrawnLineWithBarAndEta) {
   EXPECT_EQ(run.get(), 0) << err_text.Text();
   const std::string progress = err_text.Text();
   EXPECT_NE(progress.find("\r\033[K"), std::string::npos) << progress;
-  EXPECT_NE(progress.find("3/3 [########################]"), std::string::npos) << progress;
+  EXPECT_NE(progress.find("3/3 steps [###################.....] 80%"), std::string::npos) << progress;
+  EXPECT_NE(progress.find("9/17 frames [#"), std::string::npos) << progress;
+  EXPECT_NE(progress.find("17/17 frames [########################] 100%"), std::string::npos) << progress;
   EXPECT_NE(progress.find("ETA "), std::string::npos) << progress;
   EXPECT_NE(progress.find(std::to_string(kVideo.size()) + " B"), std::string::npos) << progress;
   EXPECT_EQ(progress.find("denoising step"), std::string::npos) << "no plain lines on a terminal";
@@ -1142,6 +1153,189 @@ TEST_F(RadialctlTest, CtrlCOfTheBinaryDuringGenerateExits130AndPrintsTheResumeCo
   const RunResult resumed = Run({"watch", id, "-o", path});
   EXPECT_EQ(resumed.code, 0) << resumed.err;
   EXPECT_EQ(Read(path), kVideo);
+}
+
+// The progress display on its own, fed the events a job sends with a test clock.
+class ProgressDisplayTest : public ::testing::Test {
+ protected:
+  ProgressDisplay Display(bool terminal) {
+    return ProgressDisplay(err_, terminal, [this] { return now_; });
+  }
+  static v1::Progress At(v1::Stage stage, uint32_t step, uint32_t total) {
+    v1::Progress progress;
+    progress.set_stage(stage);
+    progress.set_step(step);
+    progress.set_total(total);
+    return progress;
+  }
+  // The terminal line as it was after each redraw.
+  std::vector<std::string> Redraws() const {
+    std::vector<std::string> lines;
+    const std::string text = err_.str();
+    const std::string clear = "\r\033[K";
+    for (size_t at = text.find(clear); at != std::string::npos;) {
+      const size_t next = text.find(clear, at + clear.size());
+      std::string line = text.substr(at + clear.size(), next == std::string::npos ? next : next - at - clear.size());
+      if (!line.empty() && line.back() == '\n') line.pop_back();
+      if (!line.empty()) lines.push_back(line);
+      at = next;
+    }
+    return lines;
+  }
+  // The bar's percentage on a redrawn line; -1 without a bar.
+  static int Percent(const std::string& line) {
+    const size_t end = line.find("%");
+    if (end == std::string::npos) return -1;
+    const size_t start = line.rfind(' ', end);
+    return std::stoi(line.substr(start + 1, end - start - 1));
+  }
+  // The ETA in seconds; -1 for "--:--", -2 without one.
+  static int Eta(const std::string& line) {
+    const size_t at = line.find("ETA ");
+    if (at == std::string::npos) return -2;
+    const std::string eta = line.substr(at + 4);
+    if (eta == "--:--") return -1;
+    return std::stoi(eta.substr(0, eta.find(':'))) * 60 + std::stoi(eta.substr(eta.find(':') + 1));
+  }
+
+  std::ostringstream err_;
+  Clock::time_point now_ = Clock::time_point() + 1h;
+};
+
+TEST_F(ProgressDisplayTest, BarCoversDenoisingDecodingAndMuxingAndIsFullOnlyAtTheEnd) {
+  ProgressDisplay display = Display(true);
+  display.Accepted("j", 0);
+  for (uint32_t step = 1; step <= 8; ++step) display.Progress(At(v1::STAGE_DENOISING, step, 8));
+  for (uint32_t frames = 0; frames <= 81; frames += 9) display.Progress(At(v1::STAGE_DECODING, frames, 81));
+  display.Bytes(2 << 20);
+  for (uint32_t frames : {60, 81}) display.Progress(At(v1::STAGE_MUXING, frames, 81));
+  display.Finish();
+
+  const std::vector<std::string> lines = Redraws();
+  int before = 0;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const int percent = Percent(lines[i]);
+    if (percent < 0) continue;
+    EXPECT_GE(percent, before) << "the bar never goes back: " << lines[i];
+    if (lines[i].find("muxing        81/81 frames") == std::string::npos) {
+      EXPECT_LT(percent, 100) << lines[i];
+      EXPECT_EQ(lines[i].find("[########################]"), std::string::npos) << lines[i];
+    }
+    before = percent;
+  }
+  EXPECT_EQ(before, 100);
+  const std::string text = err_.str();
+  EXPECT_NE(text.find("denoising     8/8 steps [###################.....] 80%"), std::string::npos) << text;
+  EXPECT_NE(text.find("decoding      36/81 frames [####################....] 86%"), std::string::npos) << text;
+  EXPECT_NE(text.find("decoding      81/81 frames [######################..] 95%"), std::string::npos) << text;
+  EXPECT_NE(text.find("muxing        81/81 frames [########################] 100%  2.0 MiB  ETA 0:00"),
+            std::string::npos)
+      << text;
+}
+
+TEST_F(ProgressDisplayTest, JobFractionEndsAtOneOnlyAfterTheLastMuxedFrame) {
+  EXPECT_EQ(JobFraction(At(v1::STAGE_ENCODING_TEXT, 0, 0)), 0);
+  EXPECT_DOUBLE_EQ(JobFraction(At(v1::STAGE_DENOISING, 4, 8)), 0.4);
+  EXPECT_DOUBLE_EQ(JobFraction(At(v1::STAGE_DENOISING, 8, 8)), 0.8);
+  EXPECT_DOUBLE_EQ(JobFraction(At(v1::STAGE_DECODING, 0, 81)), 0.8);
+  EXPECT_LT(JobFraction(At(v1::STAGE_DECODING, 81, 81)), 1);
+  EXPECT_LT(JobFraction(At(v1::STAGE_MUXING, 80, 81)), 1);
+  EXPECT_EQ(JobFraction(At(v1::STAGE_MUXING, 81, 81)), 1);
+  EXPECT_EQ(JobFraction(At(v1::STAGE_MUXING, 90, 81)), 1) << "a count past the total is the total";
+}
+
+TEST_F(ProgressDisplayTest, PlainLinesCountStepsWhileDenoisingAndFramesWhileDecodingAndMuxing) {
+  ProgressDisplay display = Display(false);
+  display.Accepted("j", 0);
+  display.Progress(At(v1::STAGE_ENCODING_TEXT, 0, 0));
+  display.Progress(At(v1::STAGE_DENOISING, 3, 8));
+  display.Progress(At(v1::STAGE_DECODING, 0, 81));
+  display.Progress(At(v1::STAGE_DECODING, 40, 81));
+  display.Progress(At(v1::STAGE_DECODING, 40, 81));  // repeated: not printed again
+  display.Progress(At(v1::STAGE_MUXING, 81, 81));
+  display.Bytes(1000);
+  display.Finish();
+  EXPECT_EQ(err_.str(),
+            "job j accepted\n"
+            "job j encoding text\n"
+            "job j denoising step 3/8\n"
+            "job j decoding 0/81 frames\n"
+            "job j decoding 40/81 frames\n"
+            "job j muxing 81/81 frames\n");
+}
+
+// A 100 s job as the bar's shares assume it: 8 steps of 10 s (80%), 81 frames decoded in 15 s,
+// muxed in 5 s. The ETA is there at every stage and counts down to 0.
+TEST_F(ProgressDisplayTest, EtaIsShownAtEveryStageAndFallsWithSteadyProgress) {
+  ProgressDisplay display = Display(true);
+  display.Accepted("j", 0);
+  const Clock::time_point start = now_;
+  const auto at = [&](double seconds) {
+    now_ = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  };
+  std::vector<int> etas;
+  const auto seen = [&] { etas.push_back(Eta(Redraws().back())); };
+  for (uint32_t step = 1; step <= 8; ++step) {
+    at(10.0 * step);
+    display.Progress(At(v1::STAGE_DENOISING, step, 8));
+    seen();
+  }
+  for (uint32_t frames : {0, 27, 54, 81}) {
+    at(80 + 15.0 * frames / 81);
+    display.Progress(At(v1::STAGE_DECODING, frames, 81));
+    seen();
+    if (frames == 27) {  // a chunk between two progress values: the ETA counts down
+      at(87);
+      display.Bytes(4096);
+      seen();
+    }
+  }
+  at(97.5);
+  display.Progress(At(v1::STAGE_MUXING, 40, 81));  // the encoder ran beside the decode
+  seen();
+  at(100);
+  display.Progress(At(v1::STAGE_MUXING, 81, 81));
+  seen();
+
+  EXPECT_EQ(etas.front(), -1) << "one step gives no rate yet: --:--";
+  // Denoising steps 1..8; decoding 0 (at the denoising pace), 27, a chunk, 54, 81; muxing 40, 81.
+  const std::vector<int> expected = {-1, 80, 70, 60, 50, 40, 30, 20, 20, 15, 13, 10, 5, 3, 0};
+  EXPECT_EQ(etas, expected);
+}
+
+// A watcher is sent the latest progress, not every value: steps, a stage's first value or a whole
+// stage may be missing, and a watch may start in the middle of a stage.
+TEST_F(ProgressDisplayTest, SkippedProgressValuesKeepTheBarAndEtaSane) {
+  ProgressDisplay display = Display(true);
+  display.set_watching(true);
+  display.Accepted("j", 0);
+  for (uint32_t step : {1, 2, 5, 8}) {
+    now_ += 10s;
+    display.Progress(At(v1::STAGE_DENOISING, step, 8));
+  }
+  now_ += 10s;
+  display.Progress(At(v1::STAGE_DECODING, 40, 81));  // 0/81 skipped
+  EXPECT_GT(Eta(Redraws().back()), 0) << Redraws().back();
+  now_ += 10s;
+  display.Progress(At(v1::STAGE_DECODING, 80, 81));
+  EXPECT_GT(Eta(Redraws().back()), 0) << Redraws().back();
+  EXPECT_EQ(Percent(Redraws().back()), 94);
+  display.Completed();  // muxing skipped entirely
+  display.Finish();
+  const std::string last = Redraws().back();
+  EXPECT_NE(last.find("done"), std::string::npos) << last;
+  EXPECT_EQ(Percent(last), 100) << last;
+
+  err_.str("");
+  ProgressDisplay joined = Display(true);
+  joined.set_watching(true);
+  joined.Accepted("j", 0);
+  joined.Progress(At(v1::STAGE_DECODING, 30, 81));  // the watch started mid-decode: no pace yet
+  EXPECT_EQ(Eta(Redraws().back()), -1) << Redraws().back();
+  now_ += 10s;
+  joined.Progress(At(v1::STAGE_DECODING, 57, 81));
+  EXPECT_EQ(Eta(Redraws().back()), 19) << "24 frames at 2.7/s (8.9 s), then muxing at that pace (10 s): "
+                                       << Redraws().back();
 }
 
 }  // namespace
