@@ -51,6 +51,7 @@ FollowResult FollowJob(grpc::ClientContext& context, grpc::ClientReaderInterface
       case v1::JobEvent::kCompleted:
         completed = true;
         stats = event.completed().stats();
+        display.Completed();  // the bar ends full even when the last muxing progress was skipped
         break;
       case v1::JobEvent::kFailed: failed = event.failed(); break;
       case v1::JobEvent::kCancelled: cancelled = event.cancelled(); break;
