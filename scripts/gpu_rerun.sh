@@ -62,12 +62,12 @@ case "$part" in
       --job "480x832x81 steps=50 label=radial x3" --job "480x832x81 steps=50 dense label=dense x3"
     ;;
   memory)
-    # 0.14 of 139.8 GiB = 19.6 GiB. At 0.115 (16.1 GiB) every job ran out of memory in its VAE
+    # 0.128 of 139.8 GiB = 17.9 GiB. At 0.115 (16.1 GiB) every job ran out of memory in its VAE
     # decode (the modules hold 13.4 GiB; docs/benchmarks.md). A 480x832x81 job peaked at 18.55 GiB
-    # uncapped, so it should not fit 0.14 and the shorter ones should: not run yet.
-    log "memory: five sizes under --gpu-memory-fraction 0.14"
+    # uncapped, so it should not fit 0.128 and the shorter ones should (a 17-frame job needed more than 15.6 GiB): not run yet.
+    log "memory: five sizes under --gpu-memory-fraction 0.128"
     service memory-1.3b --model 1.3b --budget "$(($(left) - 10))" \
-      --worker-arg "--gpu-memory-fraction 0.14 --warmup off" \
+      --worker-arg "--gpu-memory-fraction 0.128 --warmup off" \
       --job "480x832x17 steps=4 label=17f" --job "832x480x33 steps=4 label=33f-landscape" \
       --job "480x832x49 steps=4 label=49f" --job "480x832x81 steps=4 label=81f-too-large" \
       --job "480x832x17 steps=4 label=17f-after"
