@@ -6,7 +6,7 @@
 # radial-scheduler + radial-worker --device cuda with its default warm-up, timed by the client).
 # `--part memory` runs instead: five jobs of different sizes on a worker capped by
 # --gpu-memory-fraction (one too large for the cap: RESOURCE_EXHAUSTED, then the next job runs),
-# and `--part 14b` a 14B 768x1280x69 job (scripts/gpu_service.sh; --steps N, default 10).
+# two of them through the Python client package (radial_client), and `--part 14b` a 14B 768x1280x69 job (scripts/gpu_service.sh; --steps N, default 10).
 #
 # Here first:  scripts/build.sh && scripts/gpu_service.sh --pack
 # Then, with the device tool: carry [".gpu-carry"], command "OUT=$OUT scripts/gpu_rerun.sh [--part ...]"
@@ -68,9 +68,9 @@ case "$part" in
     log "memory: five sizes under --gpu-memory-fraction 0.128"
     service memory-1.3b --model 1.3b --budget "$(($(left) - 10))" \
       --worker-arg "--gpu-memory-fraction 0.128 --warmup off" \
-      --job "480x832x17 steps=4 label=17f" --job "832x480x33 steps=4 label=33f-landscape" \
+      --job "480x832x17 steps=4 label=17f client=python" --job "832x480x33 steps=4 label=33f-landscape" \
       --job "480x832x49 steps=4 label=49f" --job "480x832x81 steps=4 label=81f-too-large" \
-      --job "480x832x17 steps=4 label=17f-after"
+      --job "480x832x17 steps=4 label=17f-after client=python"
     ;;
   14b)
     log "service: 14B 768x1280x69, $steps14 steps ($(left) s left)"

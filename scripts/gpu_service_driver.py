@@ -13,7 +13,8 @@ A job is one --job SPEC: whitespace-separated tokens.
                  GenerateRequest / RadialOptions fields
   dense          dense attention everywhere; radial (or nothing): the manifest's radial defaults
   xN             run it N times in a row
-  client=radialctl|grpc   which client submits and follows it (default: --client)
+  client=radialctl|grpc|python   which client submits and follows it (default: --client); python
+                 is the radial_client package (client/python), grpc raw stubs from proto/
   est=S          expected seconds, for the budget check (default: the last run of the same spec,
                  else a rough model of the step time)
   label=NAME     name in the table (default: the spec)
@@ -24,6 +25,7 @@ cancelled and recorded as timed out. One JSON line per job goes to --out/service
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -91,8 +93,8 @@ def parse_spec(text: str, default_client: str) -> JobSpec:
                 spec.options[key] = value
         else:
             raise SystemExit(f"gpu_service_driver: job {text!r}: cannot read token {token!r}")
-    if spec.client not in ("radialctl", "grpc"):
-        raise SystemExit(f"gpu_service_driver: job {text!r}: client must be radialctl or grpc, got {spec.client!r}")
+    if spec.client not in ("radialctl", "grpc", "python"):
+        raise SystemExit(f"gpu_service_driver: job {text!r}: client must be radialctl, grpc or python, got {spec.client!r}")
     spec.label = spec.label or " ".join(t for t in text.split()
                                         if not t.startswith(("label=", "est=")) and not REPEAT_TOKEN.match(t))
     return spec
@@ -271,6 +273,81 @@ def grpc_request(pb, spec: JobSpec, prompt: str):
         else:
             setattr(target, name, int(value))
     return request
+
+
+def run_python(server: str, spec: JobSpec, prompt: str, video: Path, deadline: float, log) -> ClientRun:
+    """One job through radial_client.RadialClient.generate, timed from its event callback."""
+    run = ClientRun()
+    try:
+        import radial_client
+    except ImportError as error:
+        run.exit_code, run.end, run.error = 1, 0.0, f"client=python unavailable: {error}"
+        return run
+    radial_names = {f.name for f in dataclasses.fields(radial_client.RadialOptions)}
+    radial: dict = {"dense": True} if spec.dense else {}
+    kwargs: dict = {}
+    for key, value in spec.options.items():
+        name = key.replace("-", "_")
+        if name == "negative":
+            name = "negative_prompt"
+        if name == "prompt":
+            continue
+        if name in radial_names:
+            radial[name] = value in ("1", "on", "true") if name in ("sink", "dense") else (
+                float(value) if name == "decay" else int(value))
+        elif name in ("guidance",):
+            kwargs[name] = float(value)
+        elif name == "negative_prompt":
+            kwargs[name] = value
+        else:
+            kwargs[name] = int(value)
+    client = radial_client.RadialClient(server)
+    data = bytearray()
+    stage_names = {radial_client.Stage.ENCODING_TEXT: "encoding text", radial_client.Stage.DENOISING: "denoising",
+                   radial_client.Stage.DECODING: "decoding", radial_client.Stage.MUXING: "muxing",
+                   radial_client.Stage.QUEUED: "queued"}
+    t0 = time.monotonic()
+
+    def on_event(event) -> None:
+        now = time.monotonic() - t0
+        run.job_id = run.job_id or event.job_id
+        if isinstance(event, radial_client.Accepted):
+            run.accepted = now
+        elif isinstance(event, radial_client.Progress):
+            name = stage_names.get(event.stage, str(event.stage))
+            run.stages.setdefault(name, now)
+            if event.stage == radial_client.Stage.DENOISING and event.step > 0:
+                run.first_step = run.first_step if run.first_step is not None else now
+                run.last_step = now
+        elif isinstance(event, radial_client.Chunk):
+            end = event.offset + len(event.data)
+            if len(data) < end:
+                data.extend(b"\0" * (end - len(data)))
+            data[event.offset:end] = event.data
+            run.timeline.update(len(data), lambda pos, n: bytes(data[pos:pos + n]), now)
+        elif isinstance(event, radial_client.Restarted):
+            run.restarts += 1
+            data.clear()
+            run.timeline.reset()
+
+    try:
+        job = client.generate(spec.options.get("prompt", prompt), video, width=spec.width or None,
+                              height=spec.height or None, frames=spec.frames or None,
+                              radial=radial_client.RadialOptions(**radial) if radial else None,
+                              on_event=on_event,
+                              timeout=None if deadline == float("inf") else max(1.0, deadline - time.time()),
+                              **kwargs)
+        run.exit_code = 0
+        from google.protobuf import json_format
+        run.stats = json_format.MessageToDict(job.stats, preserving_proto_field_name=True)
+    except radial_client.RadialError as error:
+        run.timed_out = error.code.name == "DEADLINE_EXCEEDED" if hasattr(error.code, "name") else False
+        run.exit_code = 1
+        run.error = f"{error}"
+        run.job_id = run.job_id or (error.job_id or "")
+    run.end = time.monotonic() - t0
+    log(f"python client: job {run.job_id} exit {run.exit_code} in {run.end:.2f} s {run.error or ''}")
+    return run
 
 
 def run_grpc(server: str, spec: JobSpec, prompt: str, deadline: float, log) -> ClientRun:
@@ -461,7 +538,8 @@ def main() -> int:
     parser.add_argument("--table", type=Path, help="print the table of this service_jobs.jsonl and exit")
     parser.add_argument("--radialctl", default="radialctl", help="radialctl command (split like a shell)")
     parser.add_argument("--job", action="append", default=[], help="job spec (see the module doc); repeatable")
-    parser.add_argument("--client", default="radialctl", choices=("radialctl", "grpc"), help="default client")
+    parser.add_argument("--client", default="radialctl", choices=("radialctl", "grpc", "python"),
+                        help="default client")
     parser.add_argument("--prompt", default="a red fox running through deep snow at dawn, cinematic lighting")
     parser.add_argument("--deadline", type=float, default=0, help="Unix time by which every job must end (0: none)")
     parser.add_argument("--out", type=Path, help="folder for service_jobs.jsonl and client.log")
@@ -514,6 +592,8 @@ def main() -> int:
                 job_deadline = deadline - TEARDOWN_MARGIN_SECONDS
                 if spec.client == "grpc":
                     run = run_grpc(args.server, spec, args.prompt, job_deadline, log)
+                elif spec.client == "python":
+                    run = run_python(args.server, spec, args.prompt, video, job_deadline, log)
                 else:
                     run = run_radialctl(ctl, spec, args.prompt, video, job_deadline, log)
                 if not run.job_id:  # radialctl's progress lines changed: the newest job is this one
