@@ -2,11 +2,6 @@
 
 namespace radial::worker {
 
-bool StepRunsDense(const GenerationParams& params, int64_t index) {
-  return params.dense || index < params.radial.dense_steps ||
-         index >= params.steps - params.radial.dense_last_steps;
-}
-
 void StepTimer::Progress(Stage stage, int64_t step, Clock::time_point when) {
   if (stage == Stage::kEncodingText) {
     text_started_ = when;
@@ -30,7 +25,7 @@ std::vector<StepTime> StepTimer::Steps(const GenerationParams& params, double te
       continue;
     }
     const double seconds = std::chrono::duration<double>(step_ends_[i] - start).count();
-    steps.push_back({seconds < 0 ? 0 : seconds, StepRunsDense(params, static_cast<int64_t>(i))});
+    steps.push_back({seconds < 0 ? 0 : seconds, StepIsDense(params, static_cast<int64_t>(i))});
   }
   return steps;
 }

@@ -22,12 +22,6 @@
 
 namespace radial::worker {
 
-// Whether step `index` (0-based) of a request runs dense attention, as the pipeline decides it: a
-// dense request, or one of the first radial.dense_steps or the last radial.dense_last_steps steps.
-// Known from the request alone: the radial mask keeps every query tile's diagonal, so no geometry
-// makes the pipeline fall back to dense.
-bool StepRunsDense(const GenerationParams& params, int64_t index);
-
 class StepTimer {
  public:
   using Clock = std::chrono::steady_clock;

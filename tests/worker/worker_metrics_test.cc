@@ -214,14 +214,14 @@ TEST(WorkerMetricsTest, JobsAreCountedByCodeWithStageTimesForFinishedJobsOnly) {
 TEST(StepTimingTest, StepsRunDenseAtTheEdgesTheRequestAsksFor) {
   const GenerationParams params = Request(6, 1, 2);
   const bool expected[] = {true, false, false, false, true, true};
-  for (int64_t i = 0; i < 6; ++i) EXPECT_EQ(StepRunsDense(params, i), expected[i]) << "step " << i;
+  for (int64_t i = 0; i < 6; ++i) EXPECT_EQ(StepIsDense(params, i), expected[i]) << "step " << i;
   GenerationParams dense = params;
   dense.dense = true;
   GenerationParams all_dense_steps = Request(4, 4, 0);
   for (int64_t i = 0; i < 6; ++i) {
-    EXPECT_TRUE(StepRunsDense(dense, i)) << "step " << i;
+    EXPECT_TRUE(StepIsDense(dense, i)) << "step " << i;
     if (i < 4) {
-      EXPECT_TRUE(StepRunsDense(all_dense_steps, i)) << "step " << i;
+      EXPECT_TRUE(StepIsDense(all_dense_steps, i)) << "step " << i;
     }
   }
 }
