@@ -10,10 +10,6 @@ using prometheus::BuildCounter;
 using prometheus::BuildGauge;
 using prometheus::BuildHistogram;
 
-std::string CodeName(absl::StatusCode code) {
-  return code == absl::StatusCode::kOk ? "OK" : absl::StatusCodeToString(code);
-}
-
 }  // namespace
 
 WorkerMetrics::WorkerMetrics(std::shared_ptr<prometheus::Registry> registry, const std::string& model,
@@ -98,7 +94,7 @@ void WorkerMetrics::StateChanged(WorkerState state) {
 }
 
 void WorkerMetrics::JobEnded(const JobRecord& job) {
-  jobs_.Add({{"model", model_}, {"code", CodeName(job.code)}}).Increment();
+  jobs_.Add({{"model", model_}, {"code", common::StatusCodeLabel(job.code)}}).Increment();
   if (job.stages.has_value()) {
     const auto observe = [&](const char* stage, double seconds) {
       stage_seconds_.Add({{"model", model_}, {"stage", stage}}, common::StepBuckets()).Observe(seconds);

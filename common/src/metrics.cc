@@ -20,6 +20,10 @@ std::vector<double> IoBuckets() { return {0.0001, 0.00025, 0.0005, 0.001, 0.0025
 
 const char* BuildVersion() { return RADIAL_BUILD_VERSION; }
 
+std::string StatusCodeLabel(absl::StatusCode code) {
+  return code == absl::StatusCode::kOk ? "OK" : absl::StatusCodeToString(code);
+}
+
 absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(const std::string& listen,
                                                                         std::shared_ptr<prometheus::Registry> registry,
                                                                         const std::string& component,

@@ -10,10 +10,6 @@ using prometheus::BuildCounter;
 using prometheus::BuildGauge;
 using prometheus::BuildHistogram;
 
-std::string CodeName(absl::StatusCode code) {
-  return code == absl::StatusCode::kOk ? "OK" : absl::StatusCodeToString(code);
-}
-
 }  // namespace
 
 SchedulerMetrics::SchedulerMetrics(std::shared_ptr<prometheus::Registry> registry)
@@ -115,8 +111,8 @@ void SchedulerMetrics::FirstChunk(const std::string& model, double seconds_since
 }
 
 void SchedulerMetrics::JobEnded(const std::string& model, absl::StatusCode code, double seconds_since_submit) {
-  ended_.Add({{"model", model}, {"code", CodeName(code)}}).Increment();
-  duration_.Add({{"model", model}, {"code", CodeName(code)}}, common::JobLatencyBuckets())
+  ended_.Add({{"model", model}, {"code", common::StatusCodeLabel(code)}}).Increment();
+  duration_.Add({{"model", model}, {"code", common::StatusCodeLabel(code)}}, common::JobLatencyBuckets())
       .Observe(seconds_since_submit);
 }
 

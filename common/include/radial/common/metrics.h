@@ -14,6 +14,7 @@
 
 #include "radial/common/metrics_server.h"
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace radial::common {
@@ -41,6 +42,9 @@ class MetricsEndpoint {
   MetricsEndpoint() = default;
   std::unique_ptr<MetricsServer> server_;
 };
+
+// A status code as a metric label: "OK", "INVALID_ARGUMENT", ... (absl's names, OK spelt out).
+std::string StatusCodeLabel(absl::StatusCode code);
 
 // The version the build was configured with (git describe at configure time).
 const char* BuildVersion();
