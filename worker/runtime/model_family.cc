@@ -2,7 +2,6 @@
 #include "model_family.h"
 
 #include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "wan21.h"
 
@@ -21,12 +20,10 @@ absl::string_view FirstLine(absl::string_view text, size_t limit) {
 absl::Status ModelError(absl::string_view stage, absl::string_view what, const GenerationParams& params,
                         const std::string& device) {
   const std::string lower = absl::AsciiStrToLower(what);
-  if (absl::StrContains(lower, "out of memory") || absl::StrContains(lower, "not enough memory") ||
-      absl::StrContains(lower, "outofmemoryerror")) {
+  for (const char* needle : {"out of memory", "not enough memory", "outofmemoryerror"}) {
+    const size_t at = lower.find(needle);
+    if (at == std::string::npos) continue;
     // The line that names the failed allocation, wherever TorchScript put it.
-    size_t at = lower.find("out of memory");
-    if (at == std::string::npos) at = lower.find("not enough memory");
-    if (at == std::string::npos) at = lower.find("outofmemoryerror");
     const size_t line_start = what.rfind('\n', at);
     const absl::string_view line = FirstLine(what.substr(line_start == absl::string_view::npos ? 0 : line_start + 1), 400);
     return absl::ResourceExhaustedError(absl::StrCat(
