@@ -166,8 +166,28 @@ class ClientRun:
     accepted: float | None = None
     end: float | None = None
     timeline: MediaTimeline = field(default_factory=MediaTimeline)
-    stats: dict | None = None  # Completed.stats (grpc only)
+    stats: dict | None = None  # Completed.stats (grpc and python only)
     restarts: int = 0
+    video: bytearray = field(default_factory=bytearray)  # the bytes a stream client received
+
+    # The events of a Generate stream (client=grpc and client=python), `now` as above.
+    def saw_progress(self, stage: str, denoising_step: bool, now: float) -> None:
+        self.stages.setdefault(stage, now)
+        if denoising_step:
+            self.first_step = self.first_step if self.first_step is not None else now
+            self.last_step = now
+
+    def saw_chunk(self, offset: int, data: bytes, now: float) -> None:
+        end = offset + len(data)
+        if len(self.video) < end:
+            self.video.extend(b"\0" * (end - len(self.video)))
+        self.video[offset:end] = data
+        self.timeline.update(len(self.video), lambda pos, n: bytes(self.video[pos:pos + n]), now)
+
+    def saw_restart(self) -> None:
+        self.restarts += 1
+        self.video.clear()
+        self.timeline.reset()
 
 
 def run_radialctl(ctl: list[str], spec: JobSpec, prompt: str, video: Path, deadline: float, log) -> ClientRun:
@@ -302,7 +322,6 @@ def run_python(server: str, spec: JobSpec, prompt: str, video: Path, deadline: f
         else:
             kwargs[name] = int(value)
     client = radial_client.RadialClient(server)
-    data = bytearray()
     stage_names = {radial_client.Stage.ENCODING_TEXT: "encoding text", radial_client.Stage.DENOISING: "denoising",
                    radial_client.Stage.DECODING: "decoding", radial_client.Stage.MUXING: "muxing",
                    radial_client.Stage.QUEUED: "queued"}
@@ -314,21 +333,12 @@ def run_python(server: str, spec: JobSpec, prompt: str, video: Path, deadline: f
         if isinstance(event, radial_client.Accepted):
             run.accepted = now
         elif isinstance(event, radial_client.Progress):
-            name = stage_names.get(event.stage, str(event.stage))
-            run.stages.setdefault(name, now)
-            if event.stage == radial_client.Stage.DENOISING and event.step > 0:
-                run.first_step = run.first_step if run.first_step is not None else now
-                run.last_step = now
+            run.saw_progress(stage_names.get(event.stage, str(event.stage)),
+                             event.stage == radial_client.Stage.DENOISING and event.step > 0, now)
         elif isinstance(event, radial_client.Chunk):
-            end = event.offset + len(event.data)
-            if len(data) < end:
-                data.extend(b"\0" * (end - len(data)))
-            data[event.offset:end] = event.data
-            run.timeline.update(len(data), lambda pos, n: bytes(data[pos:pos + n]), now)
+            run.saw_chunk(event.offset, event.data, now)
         elif isinstance(event, radial_client.Restarted):
-            run.restarts += 1
-            data.clear()
-            run.timeline.reset()
+            run.saw_restart()
 
     try:
         job = client.generate(spec.options.get("prompt", prompt), video, width=spec.width or None,
@@ -361,7 +371,6 @@ def run_grpc(server: str, spec: JobSpec, prompt: str, deadline: float, log) -> C
         return run
     request = grpc_request(pb, spec, prompt)
     log(f"grpc Generate {json_format.MessageToJson(request, indent=None)}")
-    data = bytearray()
     channel = grpc.insecure_channel(server, options=[("grpc.max_receive_message_length", 64 << 20)])
     generate = channel.unary_stream("/radial.v1.VideoService/Generate",
                                     request_serializer=pb.GenerateRequest.SerializeToString,
@@ -382,20 +391,11 @@ def run_grpc(server: str, spec: JobSpec, prompt: str, deadline: float, log) -> C
                 name = stage_names.get(event.progress.stage, str(event.progress.stage))
                 if name not in run.stages:
                     log(f"[{now:8.3f}] {name}")
-                run.stages.setdefault(name, now)
-                if event.progress.stage == pb.STAGE_DENOISING and event.progress.step > 0:
-                    run.first_step = run.first_step if run.first_step is not None else now
-                    run.last_step = now
+                run.saw_progress(name, event.progress.stage == pb.STAGE_DENOISING and event.progress.step > 0, now)
             elif kind == "chunk":
-                end = event.chunk.offset + len(event.chunk.data)
-                if len(data) < end:
-                    data.extend(b"\0" * (end - len(data)))
-                data[event.chunk.offset:end] = event.chunk.data
-                run.timeline.update(len(data), lambda pos, n: bytes(data[pos:pos + n]), now)
+                run.saw_chunk(event.chunk.offset, event.chunk.data, now)
             elif kind == "restarted":
-                run.restarts += 1
-                data.clear()
-                run.timeline.reset()
+                run.saw_restart()
             elif kind == "completed":
                 run.stats = json_format.MessageToDict(event.completed.stats, preserving_proto_field_name=True)
                 run.exit_code = 0
