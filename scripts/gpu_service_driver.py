@@ -378,7 +378,7 @@ def run_grpc(server: str, spec: JobSpec, prompt: str, deadline: float, log) -> C
     t0 = time.monotonic()
     stage_names = {pb.STAGE_ENCODING_TEXT: "encoding text", pb.STAGE_DENOISING: "denoising",
                    pb.STAGE_DECODING: "decoding", pb.STAGE_MUXING: "muxing", pb.STAGE_QUEUED: "queued"}
-    stream = generate(request, timeout=max(1.0, deadline - time.time()))
+    stream = generate(request, timeout=None if deadline == float("inf") else max(1.0, deadline - time.time()))
     try:
         for event in stream:
             now = time.monotonic() - t0
