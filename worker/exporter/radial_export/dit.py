@@ -14,7 +14,7 @@ Wan: padded text positions are zero vectors and take part in the softmax.
 
 import math
 from dataclasses import dataclass
-from typing import Tuple
+from typing import List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -106,6 +106,53 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return rotated.flatten(-2).type_as(x)
 
 
+def shard_sizes(tokens: int, world: int) -> List[int]:
+    """Tokens of each rank when `tokens` are split in order across `world` ranks: the first
+    tokens % world ranks take one more."""
+    base = tokens // world
+    extra = tokens % world
+    return [base + (1 if r < extra else 0) for r in range(world)]
+
+
+def _all_to_all(send: Tensor, output_sizes: List[int], input_sizes: List[int], group: str) -> Tensor:
+    """c10d's functional all-to-all over dim 0 of `send` in the process group registered as `group`
+    (by the worker's device group, or torch.distributed in tests): rows [sum(input_sizes[:j]), +
+    input_sizes[j]) go to rank j, and rank j's rows land at sum(output_sizes[:j])."""
+    received = torch.ops._c10d_functional.all_to_all_single(send, output_sizes, input_sizes, group)
+    return torch.ops._c10d_functional.wait_tensor(received)
+
+
+def tokens_to_heads(x: Tensor, sizes: List[int], group: str) -> Tensor:
+    """Ulysses' first all-to-all: x [B, S_rank, G, H, D] (this rank's tokens, all H heads of G
+    stacked tensors) -> [B, S, G, H / world, D] (every token, this rank's share of the heads)."""
+    world = len(sizes)
+    batch, local, stacked, heads, dim = x.shape
+    share = heads // world
+    send = x.reshape(batch, local, stacked, world, share, dim).permute(3, 1, 0, 2, 4, 5)
+    received = _all_to_all(send.reshape(world * local, batch, stacked, share, dim), sizes,
+                           [local] * world, group)
+    return received.permute(1, 0, 2, 3, 4)
+
+
+def heads_to_tokens(x: Tensor, sizes: List[int], rank: int, group: str) -> Tensor:
+    """Ulysses' second all-to-all, the inverse of tokens_to_heads for one tensor: x [B, S,
+    H / world, D] -> [B, S_rank, H, D]."""
+    world = len(sizes)
+    batch, _, share, dim = x.shape
+    local = sizes[rank]
+    received = _all_to_all(x.transpose(0, 1).contiguous(), [local] * world, sizes, group)
+    return received.reshape(world, local, batch, share, dim).permute(2, 1, 0, 3, 4).reshape(
+        batch, local, world * share, dim)
+
+
+def gather_tokens(x: Tensor, sizes: List[int], group: str) -> Tensor:
+    """Every rank's tokens to every rank: x [B, S_rank, C] -> [B, S, C] in token order."""
+    world = len(sizes)
+    send = x.transpose(0, 1).contiguous()
+    received = _all_to_all(torch.cat([send] * world, dim=0), sizes, [send.size(0)] * world, group)
+    return received.transpose(0, 1)
+
+
 class Timesteps(nn.Module):
     """Sinusoidal timestep features, cos half first (flip_sin_to_cos=True, downscale_freq_shift=0)."""
 
@@ -186,12 +233,23 @@ class WanAttention(nn.Module):
 
     def self_attention(self, x: Tensor, rope_cos: Tensor, rope_sin: Tensor, frames: int,
                        tokens_per_frame: int, dense: bool, decay: float, sink: bool,
-                       block: int) -> Tensor:
+                       block: int, sizes: List[int], rank: int, group: str) -> Tensor:
+        """x holds this rank's tokens (all of them when len(sizes) == 1); with several ranks
+        (Ulysses sequence parallelism) q, k and v are exchanged so that the op sees every token of
+        this rank's share of the heads, and its output is exchanged back to this rank's tokens."""
         q = self.norm_q(self.to_q(x)).unflatten(2, [self.heads, -1])
         k = self.norm_k(self.to_k(x)).unflatten(2, [self.heads, -1])
         v = self.to_v(x).unflatten(2, [self.heads, -1])
         q = apply_rotary(q, rope_cos, rope_sin)
         k = apply_rotary(k, rope_cos, rope_sin)
+        if len(sizes) > 1:
+            qkv = tokens_to_heads(torch.stack([q, k, v], dim=2), sizes, group)
+            q_all = qkv[:, :, 0].contiguous()
+            k_all = qkv[:, :, 1].contiguous()
+            v_all = qkv[:, :, 2].contiguous()
+            attended = torch.ops.radial.attention(q_all, k_all, v_all, frames, tokens_per_frame,
+                                                  decay, sink, block, dense)
+            return self._project_out(heads_to_tokens(attended, sizes, rank, group), q)
         # [B, S, H, D] is the op's layout; q and k are fresh tensors, v a view with contiguous D.
         attended = torch.ops.radial.attention(q, k, v, frames, tokens_per_frame, decay, sink, block,
                                               dense)
@@ -253,14 +311,14 @@ class WanTransformerBlock(nn.Module):
 
     def forward(self, x: Tensor, context: Tensor, timestep_proj: Tensor, rope_cos: Tensor,
                 rope_sin: Tensor, frames: int, tokens_per_frame: int, dense: bool, decay: float,
-                sink: bool, block: int) -> Tensor:
+                sink: bool, block: int, sizes: List[int], rank: int, group: str) -> Tensor:
         modulation = (self.scale_shift_table + timestep_proj.float()).chunk(6, dim=1)
         shift_msa, scale_msa, gate_msa = modulation[0], modulation[1], modulation[2]
         c_shift_msa, c_scale_msa, c_gate_msa = modulation[3], modulation[4], modulation[5]
 
         normed = (self.norm1(x.float()) * (1 + scale_msa) + shift_msa).type_as(x)
         attended = self.attn1.self_attention(normed, rope_cos, rope_sin, frames, tokens_per_frame,
-                                             dense, decay, sink, block)
+                                             dense, decay, sink, block, sizes, rank, group)
         x = (x.float() + attended * gate_msa).type_as(x)
 
         normed = self.norm2(x.float()).type_as(x)
@@ -284,6 +342,7 @@ class WanTransformer3DModel(nn.Module):
         self.patch_t, self.patch_h, self.patch_w = config.patch_size
         self.in_channels = config.in_channels
         self.out_channels = config.out_channels
+        self.num_heads = config.num_attention_heads
         self.rope = WanRotaryPosEmbed(config.attention_head_dim, config.patch_size,
                                       config.rope_max_seq_len)
         self.patch_embedding = nn.Conv3d(config.in_channels, inner_dim,
@@ -300,6 +359,19 @@ class WanTransformer3DModel(nn.Module):
 
     def forward(self, hidden_states: Tensor, timestep: Tensor, encoder_hidden_states: Tensor,
                 dense: bool, dense_layers: int, decay: float, sink: bool, block: int) -> Tensor:
+        return self.forward_parallel(hidden_states, timestep, encoder_hidden_states, dense,
+                                     dense_layers, decay, sink, block, 0, 1, "")
+
+    @torch.jit.export
+    def forward_parallel(self, hidden_states: Tensor, timestep: Tensor,
+                         encoder_hidden_states: Tensor, dense: bool, dense_layers: int,
+                         decay: float, sink: bool, block: int, rank: int, world: int,
+                         group: str) -> Tensor:
+        """forward() as rank `rank` of `world` ranks of Ulysses sequence parallelism, over the c10d
+        process group registered under the name `group`: every rank passes the same inputs, runs
+        its share of the tokens (shard_sizes, in order) through the blocks, exchanges q/k/v around
+        self-attention (tokens_to_heads, heads_to_tokens), and gets the whole velocity back
+        (gather_tokens). The attention heads must divide by `world`. world == 1 is forward()."""
         if hidden_states.dim() != 5 or hidden_states.size(1) != self.in_channels:
             raise RuntimeError("hidden_states: got shape " + str(hidden_states.shape)
                                + ", expected [B, " + str(self.in_channels) + ", F, H, W]")
@@ -315,12 +387,28 @@ class WanTransformer3DModel(nn.Module):
             raise RuntimeError("encoder_hidden_states: got shape "
                                + str(encoder_hidden_states.shape) + ", expected [" + str(batch)
                                + ", L, text_dim]")
+        heads = self.num_heads
+        if world < 1 or rank < 0 or rank >= world or heads % world != 0:
+            raise RuntimeError("sequence parallelism: got rank " + str(rank) + " of " + str(world)
+                               + " ranks, expected 0 <= rank < ranks and ranks dividing the "
+                               + str(heads) + " attention heads")
         frames = num_frames // self.patch_t
         rows = height // self.patch_h
         cols = width // self.patch_w
+        sizes = shard_sizes(frames * rows * cols, world)
+        if world > 1 and sizes[world - 1] == 0:
+            raise RuntimeError("sequence parallelism: " + str(frames * rows * cols)
+                               + " tokens, expected at least one per rank (" + str(world) + ")")
+        start = 0
+        for r in range(rank):
+            start += sizes[r]
+        local = sizes[rank]
 
         rope_cos, rope_sin = self.rope(hidden_states)
-        x = self.patch_embedding(hidden_states).flatten(2).transpose(1, 2).contiguous()
+        rope_cos = rope_cos[:, start:start + local]
+        rope_sin = rope_sin[:, start:start + local]
+        x = self.patch_embedding(hidden_states).flatten(2).transpose(1, 2)
+        x = x[:, start:start + local].contiguous()
         temb, timestep_proj, context = self.condition_embedder(timestep, encoder_hidden_states)
         timestep_proj = timestep_proj.unflatten(1, [6, -1])
 
@@ -328,13 +416,15 @@ class WanTransformer3DModel(nn.Module):
         for layer in self.blocks:
             layer_dense = dense or index < dense_layers
             x = layer(x, context, timestep_proj, rope_cos, rope_sin, frames, rows * cols,
-                      layer_dense, decay, sink, block)
+                      layer_dense, decay, sink, block, sizes, rank, group)
             index += 1
 
         shift_scale = (self.scale_shift_table + temb.unsqueeze(1)).chunk(2, dim=1)
         shift, scale = shift_scale[0], shift_scale[1]
         x = (self.norm_out(x.float()) * (1 + scale) + shift).type_as(x)
         x = self.proj_out(x)
+        if world > 1:
+            x = gather_tokens(x, sizes, group)
 
         # [B, f*h*w, (pt ph pw C)] -> [B, C, f*pt, h*ph, w*pw]
         x = x.reshape(batch, frames, rows, cols, self.patch_t, self.patch_h, self.patch_w, -1)
