@@ -14,6 +14,7 @@ APT_PACKAGES=(
   prometheus-cpp-dev                                          # /metrics
   libavformat-dev libavcodec-dev libavutil-dev libswscale-dev ffmpeg  # worker encoder, ffprobe in tests
   libsentencepiece-dev nlohmann-json3-dev                     # worker tokenizer, bundle manifest
+  libgloo-dev                                                 # headers for LibTorch's c10d Gloo (device groups)
   buildah debootstrap                                         # image tests (tests/deploy/test_images.py)
   prometheus                                                  # promtool and a server for tests/deploy
 )

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "gpu_memory.h"
 #include "radial/common/metrics_server.h"
 #include "model_manifest.h"
@@ -28,6 +29,7 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: radial-worker --bundle DIR [--scheduler HOST:PORT] [--device cpu|cuda|cuda:N] [--worker-id ID]\n"
+    "                     [--devices D,D,... [--cfg-parallel true]]\n"
     "                     [--x264-threads N] [--warmup WxHxF,...] [--gpu-memory-fraction F]\n"
     "                     [--drain-seconds N] [--metrics-listen HOST:PORT]\n"
     "                     [--log-format text|json]\n"
@@ -35,6 +37,13 @@ constexpr char kUsage[] =
     "  --bundle         model bundle written by radial_export (required; env RADIAL_BUNDLE)\n"
     "  --scheduler      radial-scheduler address (default localhost:50051; env RADIAL_SCHEDULER)\n"
     "  --device         where the model runs (default cpu)\n"
+    "  --devices        one video on several devices of this host, e.g. cuda:0,cuda:1,cuda:2,cuda:3 (or\n"
+    "                   cpu,cpu for tests): one process per device, started by this one, which alone\n"
+    "                   talks to the scheduler (one job at a time); the DiT's tokens are split over\n"
+    "                   them (Ulysses), so their count must divide the model's attention heads.\n"
+    "                   Replaces --device\n"
+    "  --cfg-parallel   true: with --devices (an even count), the prompt's and the negative prompt's\n"
+    "                   passes run on two halves of the devices (default false)\n"
     "  --worker-id      unique id (default hostname-pid)\n"
     "  --x264-threads   encoder threads, 0..64 (default: the CPUs this process may run on, at most\n"
     "                   64); 1 gives the same bytes for the same request on any machine\n"
@@ -131,12 +140,17 @@ absl::Status Warmup(radial::worker::Pipeline& pipeline, std::vector<radial::work
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == radial::worker::kGroupMemberFlag) {
+    return radial::worker::RunGroupMember(argc, argv);
+  }
   radial::worker::WorkerOptions options;
   std::string bundle, device = "cpu", metrics_listen, log_format = "text";
   int64_t drain_seconds = 1800;  // a real 14B job at 720p takes tens of minutes
   options.x264_threads = DefaultEncoderThreads();
   std::string warmup_text;
   double gpu_memory_fraction = 1.0;
+  std::string devices_text;
+  bool cfg_parallel = false;
   if (const char* env = std::getenv("RADIAL_BUNDLE")) bundle = env;
   if (const char* env = std::getenv("RADIAL_SCHEDULER")) options.scheduler = env;
   radial::worker::WorkerSecurity& security = options.security;
@@ -146,6 +160,13 @@ int main(int argc, char** argv) {
       {"--bundle", radial::common::StringFlag(&bundle)},
       {"--scheduler", radial::common::StringFlag(&options.scheduler)},
       {"--device", radial::common::StringFlag(&device)},
+      {"--devices", radial::common::StringFlag(&devices_text)},
+      {"--cfg-parallel",
+       [&](const std::string& value) -> std::string {
+         if (value != "true" && value != "false") return "--cfg-parallel: got '" + value.substr(0, 64) + "', expected true or false";
+         cfg_parallel = value == "true";
+         return "";
+       }},
       {"--worker-id", radial::common::StringFlag(&options.worker_id)},
       {"--x264-threads", radial::common::IntegerFlag(0, 64, [&](int64_t v) { options.x264_threads = v; })},
       {"--drain-seconds", radial::common::IntegerFlag(0, 86400, [&](int64_t v) { drain_seconds = v; })},
@@ -172,6 +193,11 @@ int main(int argc, char** argv) {
   };
   if (const auto status = radial::common::ParseFlags(argc, argv, flags, kUsage, std::cout, std::cerr)) return *status;
   HideTokenArgument(argc, argv);
+  std::vector<std::string> devices;
+  if (!devices_text.empty()) {
+    devices = absl::StrSplit(devices_text, ',');
+    device = devices[0];  // this process is rank 0
+  }
   if (const absl::Status logging = radial::common::ConfigureLogging("worker", log_format); !logging.ok()) {
     std::cerr << "radial-worker: " << logging.message() << "\n";
     return 2;
@@ -218,6 +244,8 @@ int main(int argc, char** argv) {
   radial::worker::LoadOptions load_options;
   load_options.device = device;
   load_options.gpu_memory_fraction = gpu_memory_fraction;
+  load_options.cfg_parallel = cfg_parallel;
+  load_options.devices = devices;
   auto pipeline = radial::worker::Pipeline::Load(bundle, load_options);
   if (!pipeline.ok()) {
     spdlog::critical("radial-worker: {}", std::string(pipeline.status().message()));

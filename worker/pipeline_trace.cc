@@ -8,11 +8,14 @@
 //                  --width W --height H --frames F --steps S --guidance G --seed X
 //                  [--dense 0|1] [--dense-steps N] [--repeat N] [--prompts-json FILE]
 //                  [--sizes WxHxF,...] [--jit-executor profiling|simple|legacy]
+//                  [--devices D,D,... [--cfg-parallel true]]
 //
 // --repeat runs the same generation N times in the process and prints a report per run: the first
 // includes TorchScript's one-time work (profiling runs, fusion compiles) for this shape. --sizes
 // runs each listed size in turn instead of --width/--height/--frames (GPU memory after each run is
 // in the report). --jit-executor picks TorchScript's graph executor (LoadOptions::jit_executor).
+// --devices and --cfg-parallel run it on a device group (LoadOptions::devices; the parity test of
+// tests/worker/device_group_test.py compares its latents with one device's).
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -20,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_split.h"
 #include "gpu_memory.h"
 #include "pipeline.h"
 #include "prompt_clean.h"
@@ -36,6 +40,7 @@ constexpr char kUsage[] =
     "usage: pipeline_trace --bundle DIR [--device cpu|cuda] [--out DIR] --prompt P [--negative-prompt N]\n"
     "                      --width W --height H --frames F --steps S --guidance G --seed X [--dense 0|1]\n"
     "                      [--dense-steps N] [--repeat N] [--prompts-json FILE] [--sizes WxHxF,...]\n"
+    "                      [--devices D,D,... [--cfg-parallel true]]\n"
     "                      [--jit-executor profiling|simple|legacy]\n";
 
 int Fail(const std::string& message) {
@@ -46,7 +51,10 @@ int Fail(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string bundle, out, guidance = "0", prompts_json, device = "cpu", sizes_text;
+  if (argc > 1 && std::string(argv[1]) == radial::worker::kGroupMemberFlag) {
+    return radial::worker::RunGroupMember(argc, argv);
+  }
+  std::string bundle, out, guidance = "0", prompts_json, device = "cpu", sizes_text, devices, cfg_parallel = "false";
   radial::worker::LoadOptions load_options;
   GenerationParams params;
   int64_t dense = 1, dense_steps = -1, repeat = 1;
@@ -72,7 +80,9 @@ int main(int argc, char** argv) {
            {"--dense", radial::common::IntegerFlag(0, 1, [&](int64_t v) { dense = v; })},
            {"--prompts-json", radial::common::StringFlag(&prompts_json)},
            {"--sizes", radial::common::StringFlag(&sizes_text)},
-           {"--jit-executor", radial::common::StringFlag(&load_options.jit_executor)}},
+           {"--jit-executor", radial::common::StringFlag(&load_options.jit_executor)},
+           {"--devices", radial::common::StringFlag(&devices)},
+           {"--cfg-parallel", radial::common::StringFlag(&cfg_parallel)}},
           kUsage, std::cout, std::cerr)) {
     return *status;
   }
@@ -86,6 +96,11 @@ int main(int argc, char** argv) {
   std::vector<radial::worker::WarmupSize> runs = *sizes;
   if (runs.empty()) runs.push_back({params.width, params.height, params.frames});
   load_options.device = device;
+  if (!devices.empty()) {
+    load_options.devices = absl::StrSplit(devices, ',');
+    load_options.device = load_options.devices[0];
+  }
+  load_options.cfg_parallel = cfg_parallel == "true";
   auto pipeline = Pipeline::Load(bundle, load_options);
   if (!pipeline.ok()) return Fail(std::string(pipeline.status().message()));
   const auto& manifest = (*pipeline)->manifest();

@@ -8,7 +8,9 @@
 //
 // Errors from a stage: INVALID_ARGUMENT for input the model cannot take, RESOURCE_EXHAUSTED when the
 // device has too little memory for the size (the message names it; the family has released what the
-// stage held, so the next job can run), CANCELLED when `cancelled` fired, INTERNAL otherwise.
+// stage held, so the next job can run), CANCELLED when `cancelled` fired, UNAVAILABLE when another
+// rank of a device group went away (the group restarts before the next job: the job can run
+// again), INTERNAL otherwise.
 #ifndef RADIAL_WORKER_RUNTIME_MODEL_FAMILY_H_
 #define RADIAL_WORKER_RUNTIME_MODEL_FAMILY_H_
 
@@ -32,9 +34,9 @@ class ModelFamily {
   // Stage 1: the text conditioning of the prompt (and of the negative prompt when `guided`).
   virtual absl::Status EncodeText(const GenerationParams& params, bool guided) = 0;
   // Stage 2: every denoising step from seeded noise; callbacks.progress(kDenoising, i + 1, steps)
-  // after step i, callbacks.cancelled polled before each step. `all_dense`: no step runs radial
-  // attention (a dense request); otherwise step i is dense when StepIsDense(params, i).
-  virtual absl::Status Denoise(const GenerationParams& params, bool all_dense, const GenerationCallbacks& callbacks) = 0;
+  // after step i, callbacks.cancelled polled before each step. Step i is dense when
+  // StepIsDense(params, i).
+  virtual absl::Status Denoise(const GenerationParams& params, const GenerationCallbacks& callbacks) = 0;
   // Stage 3: decodes the latents chunk by chunk, handing each chunk's frames to callbacks.frame as
   // soon as they are on the host, with callbacks.progress(kDecoding, frames delivered, frames).
   virtual absl::Status DecodeAndStream(const GenerationParams& params, const GenerationCallbacks& callbacks) = 0;
@@ -42,6 +44,10 @@ class ModelFamily {
   virtual void EndGeneration() = 0;
   // Returns when the device has finished the work queued so far (a stage's time is then its own).
   virtual void WaitForDevice() = 0;
+  // A follower rank of a device group (LoadOptions::group_rank >= 1): runs the leader's jobs'
+  // text and denoising stages with it until the leader goes away. UNIMPLEMENTED for a family
+  // without device groups.
+  virtual absl::Status ServeGroup() { return absl::UnimplementedError("device groups: not supported by this model"); }
 };
 
 // A LibTorch exception's text from `stage` as a status: RESOURCE_EXHAUSTED naming the request's

@@ -3,6 +3,8 @@
 #include "pipeline.h"
 
 #include <chrono>
+#include <cstdio>
+#include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
@@ -33,6 +35,8 @@ class GenerationScope {
 constexpr char kWarmupPrompt[] = "a short warm-up clip of clouds over a quiet lake";
 
 }  // namespace
+
+bool AllStepsDense(const GenerationParams& params) { return params.dense || params.radial.dense_steps >= params.steps; }
 
 bool StepIsDense(const GenerationParams& params, int64_t step) {
   return params.dense || step < params.radial.dense_steps || step >= params.steps - params.radial.dense_last_steps;
@@ -112,7 +116,7 @@ absl::StatusOr<GenerationReport> Pipeline::Generate(const GenerationParams& para
   report.tokens_per_frame =
       (params.height / m.spatial_factor / m.patch_size[1]) * (params.width / m.spatial_factor / m.patch_size[2]);
   const RadialSettings& radial = params.radial;
-  const bool all_dense = params.dense || radial.dense_steps >= params.steps;
+  const bool all_dense = AllStepsDense(params);
   if (!all_dense) {
     const kernels::MaskGeometry geometry{report.latent_frames, report.tokens_per_frame, radial.decay, radial.sink,
                                          radial.block};
@@ -131,7 +135,7 @@ absl::StatusOr<GenerationReport> Pipeline::Generate(const GenerationParams& para
   report.text_encode_seconds = Seconds(start);
 
   start = Clock::now();
-  if (absl::Status denoised = family.Denoise(params, all_dense, callbacks); !denoised.ok()) return denoised;
+  if (absl::Status denoised = family.Denoise(params, callbacks); !denoised.ok()) return denoised;
   family.WaitForDevice();
   report.denoise_seconds = Seconds(start);
 
@@ -190,6 +194,39 @@ absl::Status Pipeline::Warmup(const std::vector<WarmupSize>& sizes, const std::f
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status Pipeline::ServeGroup() { return impl_->family->ServeGroup(); }
+
+int RunGroupMember(int argc, char** argv) {
+  // What DeviceGroup::Launch passes: rank, store, bundle, devices, cfg_parallel, memory fraction,
+  // executor.
+  int rank = 0;
+  double fraction = 1;
+  if (argc != 9 || kGroupMemberFlag != std::string_view(argv[1]) || !absl::SimpleAtoi(argv[2], &rank) ||
+      !absl::SimpleAtod(argv[7], &fraction)) {
+    std::fprintf(stderr, "%s: started by a radial device group's leader, not by hand\n", kGroupMemberFlag);
+    return 2;
+  }
+  LoadOptions options;
+  options.group_rank = rank;
+  options.group_store = argv[3];
+  options.devices = absl::StrSplit(argv[5], ',');
+  options.cfg_parallel = std::string_view(argv[6]) == "1";
+  options.gpu_memory_fraction = fraction;
+  options.jit_executor = argv[8];
+  if (rank < 1 || static_cast<size_t>(rank) >= options.devices.size()) {
+    std::fprintf(stderr, "%s: rank %d of %zu devices\n", kGroupMemberFlag, rank, options.devices.size());
+    return 2;
+  }
+  options.device = options.devices[static_cast<size_t>(rank)];
+  auto pipeline = Pipeline::Load(argv[4], options);
+  if (!pipeline.ok()) {
+    std::fprintf(stderr, "radial device group rank %d: %s\n", rank, pipeline.status().ToString().c_str());
+    return 3;
+  }
+  const absl::Status served = (*pipeline)->ServeGroup();
+  return served.ok() ? 0 : 3;
 }
 
 }  // namespace radial::worker

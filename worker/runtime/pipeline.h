@@ -41,6 +41,10 @@ struct GenerationParams {
 // first radial.dense_steps or the last radial.dense_last_steps steps.
 bool StepIsDense(const GenerationParams& params, int64_t step);
 
+// Whether no step of `params` runs radial attention: a dense request, or dense_steps covering
+// every step.
+bool AllStepsDense(const GenerationParams& params);
+
 enum class Stage { kEncodingText, kDenoising, kDecoding };
 
 struct GenerationCallbacks {
@@ -83,7 +87,26 @@ struct LoadOptions {
   // fuser on CUDA), "simple" (no profiling and no optimisation passes) or "legacy" (optimises on
   // the first call, without shape profiles). For measuring (pipeline_trace --jit-executor).
   std::string jit_executor = "profiling";
+  // One video on several devices (radial-worker --devices): one process per device, this one rank 0
+  // (the leader, which decodes and streams), each other rank a copy of this executable that the
+  // leader starts (RunGroupMember) and restarts after a failure. The DiT's tokens are split
+  // across the ranks of a sequence-parallel group (Ulysses); with cfg_parallel the conditional
+  // and the unconditional pass run on two halves of the devices. Empty or one entry: `device`
+  // alone. All "cpu" (Gloo collectives; for tests) or all distinct CUDA devices (NCCL).
+  std::vector<std::string> devices;
+  bool cfg_parallel = false;
+  // Set by RunGroupMember only: this process's rank (>= 1) and the leader's store, "host:port".
+  int group_rank = 0;
+  std::string group_store;
 };
+
+// The first argument that makes a radial executable a follower rank of a device group (the leader
+// starts it so; not for people).
+inline constexpr char kGroupMemberFlag[] = "--radial-group-member";
+// Runs this process as the follower rank that `argv` (kGroupMemberFlag, then what the leader
+// passes) names, until the leader goes away; returns the process's exit code. Executables that
+// can lead a group (radial-worker, pipeline_trace) call it first when argv[1] is kGroupMemberFlag.
+int RunGroupMember(int argc, char** argv);
 
 // A size to warm up: width x height x frames.
 struct WarmupSize {
@@ -125,6 +148,10 @@ class Pipeline {
   static constexpr int kWarmupGenerations = 3;
   static constexpr int64_t kWarmupSteps = 2;
   absl::Status Warmup(const std::vector<WarmupSize>& sizes, const std::function<void(const WarmupRun&)>& done);
+
+  // A follower rank of a device group (loaded with LoadOptions::group_rank >= 1): serves the
+  // leader's jobs until it goes away (RunGroupMember).
+  absl::Status ServeGroup();
 
  private:
   struct Impl;

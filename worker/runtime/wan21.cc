@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "device_group.h"
 #include "flow_schedule.h"
 #include "prompt_clean.h"
 #include "radial/kernels/ops_library.h"
@@ -73,6 +74,17 @@ class Wan21 final : public ModelFamily {
 
   std::string device_name() const override { return device_.str(); }
 
+  // A bundle exported before sequence parallelism has no forward_parallel.
+  absl::Status CheckParallel(const GroupLayout& layout) {
+    if (layout.ulysses > 1 && !dit_.find_method("forward_parallel")) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "bundle ", manifest_.bundle_dir, ": ", manifest_.dit_file,
+          " has no forward_parallel method (exported before sequence parallelism): export the bundle again with "
+          "radial_export, or run on one device"));
+    }
+    return absl::OkStatus();
+  }
+
   void WaitForDevice() override {
     if (device_.is_cuda()) torch::cuda::synchronize(device_.index());
   }
@@ -82,11 +94,23 @@ class Wan21 final : public ModelFamily {
     latents_ = torch::Tensor();
   }
 
+  void set_group(std::unique_ptr<DeviceGroup> group) { group_ = std::move(group); }
+  DeviceGroup* group() { return group_.get(); }
+
   absl::Status EncodeText(const GenerationParams& params, bool guided) override {
-    return Guarded("text encoder", params, [&]() -> absl::Status {
+    if (group_ && group_->leader()) {
+      if (absl::Status running = group_->EnsureRunning(); !running.ok()) return running;
+      if (absl::Status published = group_->Publish(params); !published.ok()) return group_->Fail(published);
+    }
+    return GroupStage("text encoder", params, [&]() -> absl::Status {
       torch::InferenceMode inference;
       std::vector<std::string> texts = {params.prompt};
-      if (guided) texts.push_back(params.negative_prompt);
+      if (guided && SplitGuidance()) {
+        // This CFG half's pass only: the prompt's (half 0) or the negative prompt's (half 1).
+        if (group_->cfg_index() == 1) texts = {params.negative_prompt};
+      } else if (guided) {
+        texts.push_back(params.negative_prompt);
+      }
       std::vector<torch::Tensor> ids, masks;
       for (const std::string& text : texts) {
         auto tokens = tokenizer_->Encode(CleanPrompt(text));
@@ -94,7 +118,7 @@ class Wan21 final : public ModelFamily {
         ids.push_back(torch::tensor(tokens->ids, torch::kLong));
         masks.push_back(torch::tensor(tokens->mask, torch::kLong));
       }
-      // [2 or 1, max_length, text_dim]: prompt first, negative prompt second when guiding.
+      // [2 or 1, max_length, text_dim]: prompt first, negative prompt second when guiding here.
       context_ = text_encoder_.forward({torch::stack(ids).to(device_), torch::stack(masks).to(device_)})
                      .toTensor()
                      .to(dtype_);
@@ -102,8 +126,8 @@ class Wan21 final : public ModelFamily {
     });
   }
 
-  absl::Status Denoise(const GenerationParams& params, bool all_dense, const GenerationCallbacks& callbacks) override {
-    return Guarded("denoising", params, [&]() -> absl::Status {
+  absl::Status Denoise(const GenerationParams& params, const GenerationCallbacks& callbacks) override {
+    return GroupStage("denoising", params, [&]() -> absl::Status {
       torch::InferenceMode inference;
       const ModelManifest& m = manifest_;
       const RadialSettings& radial = params.radial;
@@ -120,20 +144,27 @@ class Wan21 final : public ModelFamily {
                                                          .num_train_timesteps = m.num_train_timesteps,
                                                          .solver_order = m.solver_order});
       if (!sampler.ok()) return sampler.status();
-      const int64_t batch = guided ? 2 : 1;
+      const bool split_guidance = guided && SplitGuidance();
+      const int64_t batch = guided && !split_guidance ? 2 : 1;
+      const bool all_dense = AllStepsDense(params);
       for (int64_t step = 0; step < params.steps; ++step) {
-        if (callbacks.cancelled && callbacks.cancelled()) {
-          return absl::CancelledError("cancelled between denoising steps");
-        }
+        bool go_on = !(callbacks.cancelled && callbacks.cancelled());
+        if (group_) go_on = group_->AgreeToGoOn(go_on);  // every rank stops at the same step
+        if (!go_on) return absl::CancelledError("cancelled between denoising steps");
         const bool dense = all_dense || StepIsDense(params, step);
         const torch::Tensor model_input = latents.to(dtype_).expand({batch, -1, -1, -1, -1});
         const torch::Tensor timestep = torch::full({batch}, sampler->timesteps()[step],
                                                    torch::TensorOptions().dtype(torch::kFloat32).device(device_));
-        const torch::Tensor velocity_all = dit_
-                                               .forward({model_input, timestep, context_, dense, radial.dense_layers,
-                                                         radial.decay, radial.sink, radial.block})
-                                               .toTensor()
-                                               .to(torch::kFloat32);
+        std::vector<c10::IValue> inputs = {model_input, timestep,     context_,    dense,
+                                           radial.dense_layers, radial.decay, radial.sink, radial.block};
+        torch::Tensor velocity_all;
+        if (group_ && group_->layout().ulysses > 1) {
+          inputs.insert(inputs.end(), {group_->ulysses_rank(), group_->layout().ulysses, group_->ulysses_group_name()});
+          velocity_all = dit_.get_method("forward_parallel")(inputs).toTensor().to(torch::kFloat32);
+        } else {
+          velocity_all = dit_.forward(inputs).toTensor().to(torch::kFloat32);
+        }
+        if (split_guidance) velocity_all = group_->GatherGuidance(velocity_all);
         torch::Tensor velocity = velocity_all[0];
         if (guided) velocity = velocity_all[1] + params.guidance * (velocity_all[0] - velocity_all[1]);
         absl::StatusOr<torch::Tensor> next = sampler->Step(step, velocity.unsqueeze(0), latents);
@@ -145,6 +176,20 @@ class Wan21 final : public ModelFamily {
       context_ = torch::Tensor();  // the DiT is done with it
       return absl::OkStatus();
     });
+  }
+
+  absl::Status ServeGroup() override {
+    if (!group_ || group_->leader()) return absl::FailedPreconditionError("device group: not a follower rank");
+    while (std::optional<GenerationParams> params = group_->NextJob()) {
+      absl::Status status = EncodeText(*params, params->guidance > 1.0);
+      if (status.ok()) status = Denoise(*params, GenerationCallbacks{});
+      EndGeneration();
+      if (!status.ok() && status.code() != absl::StatusCode::kCancelled) {
+        group_->ReportError(status);  // and this process exits: the leader restarts the group
+        return status;
+      }
+    }
+    return absl::OkStatus();  // the leader has gone away
   }
 
   absl::Status DecodeAndStream(const GenerationParams& params, const GenerationCallbacks& callbacks) override {
@@ -204,6 +249,21 @@ class Wan21 final : public ModelFamily {
   }
 
  private:
+  // The conditional and unconditional passes on the two CFG halves of the group.
+  bool SplitGuidance() const { return group_ && group_->layout().cfg == 2; }
+
+  // A stage the followers of a device group take part in: on the leader, a failure other than a
+  // cancel ends the group (DeviceGroup::Fail says whose failure it was).
+  template <typename Body>
+  absl::Status GroupStage(const char* stage, const GenerationParams& params, Body&& body) {
+    absl::Status status = Guarded(stage, params, std::forward<Body>(body));
+    if (!status.ok() && status.code() != absl::StatusCode::kCancelled && group_ && group_->leader()) {
+      EndGeneration();
+      status = group_->Fail(status);
+    }
+    return status;
+  }
+
   // Runs one stage, turning LibTorch's exceptions into statuses. Running out of memory also drops
   // the generation's tensors and hands the allocator's cached blocks back, so the next job starts
   // from the memory the modules alone hold.
@@ -228,6 +288,7 @@ class Wan21 final : public ModelFamily {
   torch::jit::script::Module dit_, text_encoder_, vae_;
   torch::Tensor context_;  // the text conditioning, from EncodeText to Denoise
   torch::Tensor latents_;  // the final latents, from Denoise to DecodeAndStream
+  std::unique_ptr<DeviceGroup> group_;  // several devices: this process's rank of them
 };
 
 }  // namespace
@@ -238,7 +299,35 @@ absl::StatusOr<std::unique_ptr<ModelFamily>> LoadWan21(const ModelManifest& mani
   auto tokenizer = Tokenizer::Load(m.Path(m.tokenizer_file), m.max_length, m.pad_id, m.eos_id);
   if (!tokenizer.ok()) return tokenizer.status();
   auto family = std::make_unique<Wan21>(manifest, *std::move(tokenizer));
-  if (absl::Status loaded = family->LoadModules(options); !loaded.ok()) return loaded;
+  if (options.devices.size() < 2) {
+    if (options.cfg_parallel) return absl::InvalidArgumentError("--cfg-parallel: needs --devices with two or more devices");
+    if (absl::Status loaded = family->LoadModules(options); !loaded.ok()) return loaded;
+    return std::unique_ptr<ModelFamily>(std::move(family));
+  }
+  LoadOptions rank_options = options;
+  rank_options.device = options.devices.at(static_cast<size_t>(options.group_rank));
+  if (options.group_rank == 0) {
+    // The leader checks the layout before loading anything, loads its modules, then starts the
+    // followers (each loads its own).
+    auto layout = PlanGroupLayout(options, m);
+    if (!layout.ok()) return layout.status();
+    if (absl::Status loaded = family->LoadModules(rank_options); !loaded.ok()) return loaded;
+    if (absl::Status parallel = family->CheckParallel(*layout); !parallel.ok()) return parallel;
+    auto group = DeviceGroup::Start(options, m);
+    if (!group.ok()) return group.status();
+    family->set_group(*std::move(group));
+    return std::unique_ptr<ModelFamily>(std::move(family));
+  }
+  // A follower: connected to the leader first, so that a load failure reaches it.
+  auto group = DeviceGroup::Start(options, m);
+  if (!group.ok()) return group.status();
+  absl::Status loaded = family->LoadModules(rank_options);
+  if (loaded.ok()) loaded = (*group)->Ready();
+  if (!loaded.ok()) {
+    (*group)->ReportError(loaded);
+    return loaded;
+  }
+  family->set_group(*std::move(group));
   return std::unique_ptr<ModelFamily>(std::move(family));
 }
 
