@@ -331,8 +331,11 @@ void WorkerClient::Accept(const std::shared_ptr<Session>& session, const v1::Ass
   job = std::thread([this, session, assign] {
     JobRecord record;
     const v1::WorkerMessage outcome = RunAssignment(*session, assign, record);
-    record.code =
-        outcome.has_failed() ? static_cast<absl::StatusCode>(outcome.failed().error().code()) : absl::StatusCode::kOk;
+    if (outcome.has_failed()) {
+      record.code = static_cast<absl::StatusCode>(outcome.failed().error().code());
+    } else if (!outcome.has_hand_back()) {
+      record.code = absl::StatusCode::kOk;
+    }
     // Counted, and idle, before the scheduler hears the outcome (and may assign the next job).
     ReportJob(record);
     SetJobRunning(false);
@@ -370,6 +373,13 @@ v1::WorkerMessage WorkerClient::RunAssignment(Session& session, const v1::Assign
   if (outcome.report) {
     record.mask_density = outcome.report->mask_density;
     record.steps = outcome.steps;
+  }
+  if (outcome.status.code() == absl::StatusCode::kUnavailable) {
+    // A rank of this worker's device group went away (model_family.h): the group restarts before
+    // the next job, and this one can run again, here or elsewhere.
+    spdlog::warn("job_id={} handed back: {}", job_id, std::string(outcome.status.message()));
+    record.code = absl::StatusCode::kUnavailable;
+    return HandBackMessage(job_id, std::string(outcome.status.message().substr(0, 1000)));
   }
   if (!outcome.status.ok()) return FailedMessage(job_id, outcome.status);
   const JobTimes& times = outcome.times;

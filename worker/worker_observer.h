@@ -63,7 +63,8 @@ struct JobStreamSeconds {
 // One job as it ended on this worker.
 struct JobRecord {
   // OK for JobDone; the JobFailed code otherwise (an assignment refused before it ran included);
-  // for a job the drain handed back, the code its interrupted run ended with (CANCELLED, or OK).
+  // for a job the drain handed back, the code its interrupted run ended with (CANCELLED, or OK);
+  // UNAVAILABLE for one handed back because a rank of its device group went away.
   absl::StatusCode code = absl::StatusCode::kOk;
   std::optional<JobStageSeconds> stages;   // set for a job that finished (code OK)
   std::optional<JobStreamSeconds> stream;  // likewise

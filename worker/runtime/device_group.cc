@@ -159,6 +159,20 @@ absl::StatusOr<std::unique_ptr<DeviceGroup>> DeviceGroup::Start(const LoadOption
     return absl::InvalidArgumentError(absl::StrCat("device group: rank ", options.group_rank, " of ", layout->world));
   }
   std::unique_ptr<DeviceGroup> group(new DeviceGroup(options, manifest, *layout));
+  if (group->leader()) {
+    group->spawner_ = std::thread([raw = group.get()] {
+      std::unique_lock<std::mutex> lock(raw->spawn_mutex_);
+      while (true) {
+        raw->spawn_wake_.wait(lock, [raw] { return raw->spawner_stop_ || !raw->spawn_tasks_.empty(); });
+        if (raw->spawn_tasks_.empty()) return;  // stopping
+        std::packaged_task<void()> task = std::move(raw->spawn_tasks_.front());
+        raw->spawn_tasks_.pop_front();
+        lock.unlock();
+        task();
+        lock.lock();
+      }
+    });
+  }
   try {
     if (group->device_.is_cuda()) c10::cuda::set_device(group->device_.index());
     if (group->device_.is_cpu()) {
@@ -175,7 +189,25 @@ absl::StatusOr<std::unique_ptr<DeviceGroup>> DeviceGroup::Start(const LoadOption
 }
 
 DeviceGroup::~DeviceGroup() {
-  if (leader()) Stop();
+  if (!leader()) return;
+  Stop();
+  {
+    std::lock_guard<std::mutex> lock(spawn_mutex_);
+    spawner_stop_ = true;
+  }
+  spawn_wake_.notify_all();
+  if (spawner_.joinable()) spawner_.join();
+}
+
+void DeviceGroup::RunOnSpawner(std::function<void()> task) {
+  std::packaged_task<void()> packaged(std::move(task));
+  std::future<void> done = packaged.get_future();
+  {
+    std::lock_guard<std::mutex> lock(spawn_mutex_);
+    spawn_tasks_.push_back(std::move(packaged));
+  }
+  spawn_wake_.notify_one();
+  done.get();
 }
 
 std::string DeviceGroup::describe() const {
@@ -213,7 +245,9 @@ absl::Status DeviceGroup::Launch() {
   const std::string devices = absl::StrJoin(options_.devices, ",");
   const std::string fraction = absl::StrCat(options_.gpu_memory_fraction);
   const pid_t parent = getpid();
-  for (int rank = 1; rank < layout_.world; ++rank) {
+  bool forked = true;
+  RunOnSpawner([&] {
+  for (int rank = 1; rank < layout_.world && forked; ++rank) {
     // Everything the child needs is made before fork(): between fork and exec it only calls
     // async-signal-safe functions.
     std::vector<std::string> args = {exe,      kGroupMemberFlag,   absl::StrCat(rank),
@@ -224,17 +258,22 @@ absl::Status DeviceGroup::Launch() {
     argv.push_back(nullptr);
     const pid_t pid = fork();
     if (pid < 0) {
-      Stop();
-      return absl::UnavailableError(absl::StrCat("device group: fork for rank ", rank, " failed"));
+      forked = false;
+      break;
     }
     if (pid == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);  // a follower never outlives its leader
+      prctl(PR_SET_PDEATHSIG, SIGKILL);  // a follower never outlives its leader (the spawner thread)
       if (getppid() != parent) _exit(127);
       execv(exe, argv.data());
       _exit(127);
     }
     std::lock_guard<std::mutex> lock(mutex_);
     followers_[static_cast<size_t>(rank - 1)] = pid;
+  }
+  });
+  if (!forked) {
+    Stop();
+    return absl::UnavailableError("device group: fork for a follower failed");
   }
   stop_watch_ = false;
   watcher_ = std::thread([this] { Watch(); });
@@ -422,7 +461,11 @@ absl::Status DeviceGroup::EnsureRunning() {
   if (running_ && !lost) return absl::OkStatus();
   if (lost) Log(0, "a follower is gone: the group restarts");
   Stop();
-  return Launch();
+  // Not UNAVAILABLE: the job would be handed back and come here again.
+  if (absl::Status launched = Launch(); !launched.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat("device group: cannot start again: ", launched.message()));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status DeviceGroup::Publish(const GenerationParams& params) {

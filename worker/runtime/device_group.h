@@ -27,10 +27,14 @@
 #include <torch/torch.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -117,6 +121,15 @@ class DeviceGroup {
   std::vector<std::string> exited_;  // rank - 1 -> how it exited, empty while it runs
   std::atomic<bool> stop_watch_{false};
   std::thread watcher_;
+  // Leader: the thread that forks the followers, for the group's whole life. A follower dies with
+  // the thread that forked it (PR_SET_PDEATHSIG follows the thread), and a restart runs on a job
+  // thread that ends after the job.
+  void RunOnSpawner(std::function<void()> task);
+  std::thread spawner_;
+  std::mutex spawn_mutex_;
+  std::condition_variable spawn_wake_;
+  std::deque<std::packaged_task<void()>> spawn_tasks_;
+  bool spawner_stop_ = false;
 };
 
 }  // namespace radial::worker
