@@ -1,6 +1,7 @@
 #include "device_group.h"
 
 #include <c10/cuda/CUDAFunctions.h>
+#include <torch/cuda.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -126,6 +127,15 @@ absl::StatusOr<GroupLayout> PlanGroupLayout(const LoadOptions& options, const Mo
   if (cpus != 0 && !cuda_indices.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("--devices: got '", listed.substr(0, 200), "', expected all cpu or all cuda:N, not both"));
+  }
+  if (!cuda_indices.empty()) {
+    const int visible = static_cast<int>(torch::cuda::device_count());
+    if (*cuda_indices.rbegin() >= visible) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--devices: got cuda:", *cuda_indices.rbegin(), ", but ",
+          visible == 0 ? std::string("no CUDA device is visible")
+                       : absl::StrCat("this host shows cuda:0 to cuda:", visible - 1)));
+    }
   }
   layout.world = static_cast<int>(devices.size());
   layout.cfg = options.cfg_parallel ? 2 : 1;
