@@ -113,7 +113,8 @@ class DeviceGroup {
   c10::intrusive_ptr<c10d::Store> store_;
   c10::intrusive_ptr<c10d::ProcessGroup> world_group_, ulysses_group_, cfg_group_;
   std::string ulysses_name_;
-  bool running_ = false;
+  // Set once the groups exist, cleared in Stop; the watcher reads it (and then the groups).
+  std::atomic<bool> running_{false};
 
   // Leader: the followers and what the watcher saw.
   std::mutex mutex_;
